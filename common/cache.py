@@ -1,0 +1,46 @@
+"""Redis access through redis-py's asyncio client (SPEC §9).
+
+The client reconnects by itself: when Redis goes away, calls raise ``redis.exceptions``
+errors that the app factory answers with 503 ``service_unavailable``; when it returns, the next
+call works again. Nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def create_redis(url: str) -> aioredis.Redis:
+    """A pooled client with short timeouts so a dead Redis fails fast instead of hanging requests."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        max_connections=256,
+    )
+
+
+def redis_unavailable_detail(url: str) -> str:
+    return (
+        f"Redis is unreachable at {redact_url(url)}; start Redis or set REDIS_URL "
+        "(the launcher provides a local one when REDIS_URL is unset)"
+    )
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a URL before it is logged or returned."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

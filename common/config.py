@@ -1,0 +1,167 @@
+"""Settings: one loader for every service (SPEC §2).
+
+Precedence, highest first: the process environment, ``<service>/.env``, the root ``.env``,
+built-in defaults. pydantic-settings reads the dotenv files through python-dotenv; the later
+file in ``env_file`` wins, and the process environment beats both.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ROOT_ENV = REPO_ROOT / ".env"
+ROOT_ENV_EXAMPLE = REPO_ROOT / ".env.example"
+
+# The suite's services and their default ports (SPEC §1).
+SERVICE_PORTS: dict[str, int] = {
+    "web_service": 8000,
+    "user_service": 8001,
+    "mobile_service": 8002,
+    "llm_service": 8003,
+    "image_service": 8004,
+}
+
+INSECURE_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret"}
+MIN_SECRET_BYTES = 32
+
+
+def service_port(service: str) -> int:
+    """A service's port as the others see it: ``<SERVICE>_PORT`` from the environment, else its default."""
+    override = os.environ.get(f"{service.upper()}_PORT", "")
+    return int(override) if override.isdigit() else SERVICE_PORTS[service]
+
+
+def _default_url(service: str) -> str:
+    return f"http://127.0.0.1:{service_port(service)}"
+
+
+class Settings(BaseSettings):
+    """Keys shared by every service. Services subclass it to add their own keys."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_ignore_empty=True)
+
+    service_name: str = "common"
+    env: Literal["development", "production"] = "development"
+    secret_key: str = "change-me"
+    database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'app.db'}"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cors_origins: str = ""
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] | None = None
+    log_dir: str = str(REPO_ROOT / "logs")
+
+    # Defaults follow ``<SERVICE>_PORT`` (see ``service_port``), filled in by the validator.
+    user_service_url: str = ""
+    mobile_service_url: str = ""
+    llm_service_url: str = ""
+    image_service_url: str = ""
+    web_service_url: str = ""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    # Auth (SPEC §5)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_minutes: int = 15
+    refresh_token_days: int = 14
+    login_max_failures: int = 5
+    login_failure_window_seconds: int = 900
+
+    # HTTP
+    max_body_bytes: int = 1_048_576
+    upstream_timeout_seconds: float = 30.0
+    upstream_connect_timeout_seconds: float = 2.0
+    shutdown_grace_seconds: int = 10
+
+    version: str = Field(default="0.1.0")
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_guard(self) -> Settings:
+        if self.service_name in SERVICE_PORTS and os.environ.get(f"{self.service_name.upper()}_PORT", "").isdigit():
+            self.port = service_port(self.service_name)  # <SERVICE>_PORT beats a shared PORT
+        if not self.port:
+            self.port = SERVICE_PORTS.get(self.service_name, 8080)
+        for name in SERVICE_PORTS:
+            if not getattr(self, f"{name}_url"):
+                setattr(self, f"{name}_url", _default_url(name))
+        self.database_url = absolute_sqlite_url(self.database_url)
+        if self.log_format is None:
+            self.log_format = "json" if self.env == "production" else "console"
+        if self.env == "production":
+            secret = self.secret_key or ""
+            if secret.strip().lower() in INSECURE_SECRETS or len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    "SECRET_KEY is missing, a default, or shorter than 32 bytes; "
+                    "set SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
+                    "before starting with ENV=production"
+                )
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """Resolve a relative SQLite path against the repository, so every service finds one file."""
+    prefix, sep, path = url.partition(":///")
+    if not sep or not prefix.startswith("sqlite") or not path or path.startswith("/") or path == ":memory:":
+        return url
+    return f"{prefix}:///{REPO_ROOT / path}"
+
+
+def env_files(service: str | None) -> tuple[Path, ...]:
+    """Dotenv files for a service, lowest precedence first."""
+    files = [ROOT_ENV]
+    if service:
+        files.append(REPO_ROOT / service / ".env")
+    return tuple(files)
+
+
+def load_settings(cls: type[S] = Settings, service: str | None = None, **overrides: object) -> S:  # type: ignore[assignment]
+    """Build typed settings for ``service`` from env, its ``.env``, the root ``.env`` and defaults."""
+    init: dict[str, object] = {"service_name": service or "common", **overrides}
+    return cls(_env_file=env_files(service), **init)  # type: ignore[call-arg]
+
+
+@lru_cache
+def root_settings() -> Settings:
+    return load_settings(Settings)
+
+
+def ensure_root_env() -> bool:
+    """Write the root ``.env`` from ``.env.example`` with a fresh SECRET_KEY on first run.
+
+    Returns True when the file was created. Tokens then stay valid across services and restarts.
+    """
+    if ROOT_ENV.exists():
+        return False
+    template = ROOT_ENV_EXAMPLE.read_text() if ROOT_ENV_EXAMPLE.exists() else "SECRET_KEY=\n"
+    secret = secrets.token_urlsafe(48)
+    lines = []
+    replaced = False
+    for line in template.splitlines():
+        if line.startswith("SECRET_KEY="):
+            line = f"SECRET_KEY={secret}"
+            replaced = True
+        lines.append(line)
+    if not replaced:
+        lines.append(f"SECRET_KEY={secret}")
+    ROOT_ENV.write_text("\n".join(lines) + "\n")
+    ROOT_ENV.chmod(0o600)
+    return True

@@ -1,0 +1,117 @@
+"""Typed errors and the one error shape of SPEC §4.
+
+Logic raises these; the app factories turn them into
+``{"detail": ..., "code": ..., "request_id": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATUS_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_timeout",
+}
+
+
+def code_for_status(status: int) -> str:
+    return STATUS_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+
+
+def error_body(status: int, detail: Any, request_id: str | None, code: str | None = None) -> dict[str, Any]:
+    return {"detail": detail, "code": code or code_for_status(status), "request_id": request_id}
+
+
+class AppError(Exception):
+    """Base of every error that maps to the SPEC shape."""
+
+    status_code = 500
+    code = "internal_error"
+    default_detail = "Internal server error"
+
+    def __init__(
+        self,
+        detail: Any = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail if detail is not None else self.default_detail
+        if code:
+            self.code = code
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(str(self.detail))
+
+    def body(self, request_id: str | None) -> dict[str, Any]:
+        return {**error_body(self.status_code, self.detail, request_id, self.code), **self.extra}
+
+
+class BadRequest(AppError):
+    status_code, code, default_detail = 400, "bad_request", "Bad request"
+
+
+class NotAuthenticated(AppError):
+    status_code, code, default_detail = 401, "not_authenticated", "Not authenticated"
+
+    def __init__(self, detail: Any = None, **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
+
+
+class InvalidToken(NotAuthenticated):
+    code, default_detail = "invalid_token", "Invalid or expired token"
+
+
+class Forbidden(AppError):
+    status_code, code, default_detail = 403, "forbidden", "Not allowed"
+
+
+class NotFound(AppError):
+    status_code, code, default_detail = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status_code, code, default_detail = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code, code, default_detail = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code, code, default_detail = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RateLimited(AppError):
+    status_code, code, default_detail = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, retry_after: int, detail: Any = None, **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.retry_after = max(1, int(retry_after))
+        self.headers["Retry-After"] = str(self.retry_after)
+
+
+class UpstreamError(AppError):
+    status_code, code, default_detail = 502, "upstream_error", "Upstream service failed"
+
+
+class UpstreamTimeout(AppError):
+    status_code, code, default_detail = 504, "upstream_timeout", "Upstream service timed out"
+
+
+class ServiceUnavailable(AppError):
+    status_code, code, default_detail = 503, "service_unavailable", "A dependency is unavailable"

@@ -1,0 +1,149 @@
+"""The Flask twin of ``app_factory`` for web_service (SPEC §10, §11): the same error shape on
+JSON endpoints, request ids, the access-log line, ``/health``, ``/ready`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import redis
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from common.cache import redact_url
+from common.config import Settings
+from common.errors import AppError, error_body
+from common.logging_setup import request_id_var, setup_logging, user_id_var
+from common.observability import (
+    METRICS_CONTENT_TYPE,
+    REQUEST_ID_HEADER,
+    accept_or_make_request_id,
+    metrics_payload,
+    record_request,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    """API paths and JSON clients get the SPEC error shape; pages get an HTML error page."""
+    if request.path.startswith("/api/") or request.path in ("/health", "/ready"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json"
+
+
+def create_flask_app(
+    settings: Settings,
+    *,
+    import_name: str,
+    upstreams: tuple[str, ...] = (),
+    ready_checks: dict[str, Callable[[], None]] | None = None,
+    configure_logging: bool = True,
+    **flask_kwargs: Any,
+) -> Flask:
+    if configure_logging:
+        setup_logging(settings.service_name, settings.log_level, settings.log_format or "console", settings.log_dir)
+    app = Flask(import_name, **flask_kwargs)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.env == "production",
+    )
+    app.extensions["settings"] = settings
+    app.extensions["redis"] = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=2.0
+    )
+    extra_checks = dict(ready_checks or {})
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = accept_or_make_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id_var.set(g.request_id)
+        user_id_var.set("-")
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", request_id_var.get())
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        record_request(
+            settings.service_name,
+            request.method,
+            rule,
+            request.path,
+            response.status_code,
+            time.perf_counter() - g.get("started", time.perf_counter()),
+            g.get("user_id") or user_id_var.get(),
+        )
+        return response
+
+    def _error_response(status: int, detail: Any, code: str | None = None, headers: dict[str, str] | None = None):
+        body = error_body(status, detail, g.get("request_id", request_id_var.get()), code)
+        if wants_json():
+            resp = jsonify(body)
+        else:
+            resp = Response(
+                f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{_escape(str(detail))}</p>"
+                f"<p><small>request id {body['request_id']}</small></p>",
+                mimetype="text/html",
+            )
+        resp.status_code = status
+        for k, v in (headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    @app.errorhandler(AppError)
+    def _app_error(exc: AppError):
+        return _error_response(exc.status_code, exc.detail, exc.code, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        return _error_response(status, exc.description or exc.name)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError):
+        detail = f"Redis is unreachable at {redact_url(settings.redis_url)}; start Redis or set REDIS_URL"
+        return _error_response(503, detail)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, "Internal server error")
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "service": settings.service_name, "version": settings.version}
+
+    @app.get("/ready")
+    def ready():
+        checks: dict[str, str] = {}
+        probes: dict[str, Callable[[], Any]] = {"redis": app.extensions["redis"].ping}
+        for name in upstreams:
+            url = getattr(settings, f"{name}_url")
+            probes[name] = lambda url=url: httpx.get(f"{url}/health", timeout=2.0).raise_for_status()
+        probes.update(extra_checks)
+        for name, probe in probes.items():
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+        ok = all(v == "ok" for v in checks.values())
+        return jsonify({"status": "ok" if ok else "degraded", "checks": checks}), 200 if ok else 503
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(metrics_payload(), mimetype=METRICS_CONTENT_TYPE)
+
+    return app
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

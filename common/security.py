@@ -1,0 +1,192 @@
+"""Passwords, JWTs, revocation and the auth dependencies every service uses (SPEC §5).
+
+The JWT library (python-jose) stays behind this module: ``encode_token``/``decode_token`` are the
+only callers. Access tokens are verified locally; the only per-request I/O is one Redis round
+trip (MGET) for the revoked ``jti`` and the user's "revoked before" time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from common.config import Settings
+from common.errors import Forbidden, InvalidToken, NotAuthenticated, ServiceUnavailable
+from common.logging_setup import user_id_var
+
+TokenType = Literal["access", "refresh"]
+
+# argon2id for new hashes; bcrypt only so that older hashes still verify (and get upgraded).
+pwd_context = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto")
+# Verified when the user does not exist, so "no such user" costs as much as "wrong password".
+DUMMY_HASH = pwd_context.hash("dummy-password-for-timing")
+
+
+def hash_password(password: str) -> str:
+    return pwd_context.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+    """Check a password; returns (ok, new_hash) where new_hash is set when the scheme is outdated."""
+    if not password_hash:
+        pwd_context.verify(password, DUMMY_HASH)
+        return False, None
+    try:
+        return pwd_context.verify_and_update(password, password_hash)
+    except (ValueError, TypeError):
+        return False, None
+
+
+# ---------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    sub: str
+    role: str
+    type: str
+    jti: str
+    iat: float
+    exp: int
+
+
+def encode_token(
+    settings: Settings, user_id: str, role: str, token_type: TokenType, now: float | None = None
+) -> tuple[str, TokenClaims]:
+    now = time.time() if now is None else now
+    lifetime = settings.access_token_minutes * 60 if token_type == "access" else settings.refresh_token_days * 86400
+    claims = TokenClaims(
+        sub=user_id,
+        role=role,
+        type=token_type,
+        jti=uuid.uuid4().hex,
+        iat=round(now, 3),
+        exp=int(now + lifetime),
+    )
+    payload = {
+        "sub": claims.sub,
+        "role": claims.role,
+        "type": claims.type,
+        "jti": claims.jti,
+        "iat": claims.iat,
+        "exp": claims.exp,
+    }
+    return jwt.encode(payload, settings.secret_key, algorithm=settings.jwt_algorithm), claims
+
+
+def decode_token(settings: Settings, token: str, expected_type: TokenType) -> TokenClaims:
+    """Verify signature, expiry and type. The algorithm list is pinned: ``alg: none`` and
+    algorithm-confusion tokens are refused."""
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[settings.jwt_algorithm],
+            options={"require_exp": True, "require_iat": True, "require_sub": True, "require_jti": True},
+        )
+    except JWTError as exc:
+        raise InvalidToken("Invalid or expired token") from exc
+    except Exception as exc:  # malformed input python-jose does not wrap
+        raise InvalidToken("Invalid token") from exc
+    if payload.get("type") != expected_type:
+        raise InvalidToken(f"Wrong token type: {expected_type} token required")
+    try:
+        return TokenClaims(
+            sub=str(payload["sub"]),
+            role=str(payload.get("role", "user")),
+            type=str(payload["type"]),
+            jti=str(payload["jti"]),
+            iat=float(payload["iat"]),
+            exp=int(payload["exp"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidToken("Invalid token claims") from exc
+
+
+# ---------------------------------------------------------------- revocation (Redis)
+
+
+def revoked_jti_key(jti: str) -> str:
+    return f"auth:revoked:{jti}"
+
+
+def revoked_before_key(user_id: str) -> str:
+    return f"auth:revoked_before:{user_id}"
+
+
+async def revoke_jti(redis: aioredis.Redis, jti: str, exp: int) -> None:
+    """Revoke one token until it would have expired anyway."""
+    ttl = max(1, int(exp - time.time()) + 1)
+    await redis.set(revoked_jti_key(jti), "1", ex=ttl)
+
+
+async def revoke_user_tokens(redis: aioredis.Redis, settings: Settings, user_id: str) -> float:
+    """Revoke every token of a user issued up to now (password change, deactivation, reuse)."""
+    now = round(time.time(), 3)
+    await redis.set(revoked_before_key(user_id), str(now), ex=settings.refresh_token_days * 86400 + 60)
+    return now
+
+
+async def is_revoked(redis: aioredis.Redis, claims: TokenClaims) -> bool:
+    revoked, before = await redis.mget(revoked_jti_key(claims.jti), revoked_before_key(claims.sub))
+    if revoked:
+        return True
+    return before is not None and claims.iat <= float(before)
+
+
+# ---------------------------------------------------------------- FastAPI dependencies
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Paste an access token from POST /api/v1/auth/login")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUser:
+    """The caller, as its access token says."""
+
+    id: str
+    role: str
+    jti: str
+    exp: int
+    token: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+async def verify_access_token(request: Request, token: str) -> TokenUser:
+    settings: Settings = request.app.state.settings
+    claims = decode_token(settings, token, "access")
+    redis: aioredis.Redis = request.app.state.redis
+    if await is_revoked(redis, claims):
+        raise InvalidToken("Token has been revoked")
+    user_id_var.set(claims.sub)
+    return TokenUser(id=claims.sub, role=claims.role, jti=claims.jti, exp=claims.exp, token=token)
+
+
+async def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> TokenUser:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <access token>'")
+    if getattr(request.app.state, "redis", None) is None:
+        raise ServiceUnavailable("Redis is not configured; set REDIS_URL")
+    return await verify_access_token(request, credentials.credentials)
+
+
+async def require_admin(user: Annotated[TokenUser, Depends(current_user)]) -> TokenUser:
+    if not user.is_admin:
+        raise Forbidden("Admin role required")
+    return user
+
+
+CurrentUser = Annotated[TokenUser, Depends(current_user)]
+AdminUser = Annotated[TokenUser, Depends(require_admin)]

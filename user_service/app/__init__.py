@@ -1,0 +1,1 @@
+"""user_service application code: routes, schemas, account logic and data access."""

@@ -1,0 +1,33 @@
+"""Data access for accounts: the FastCRUD instance and the few hand-written queries."""
+
+from __future__ import annotations
+
+from fastcrud import FastCRUD
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.models.user import User
+
+crud_users: FastCRUD = FastCRUD(User)
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
+    result = await session.execute(select(User).where(User.username_key == username.lower()))
+    return result.scalar_one_or_none()
+
+
+async def username_or_email_taken(session: AsyncSession, username: str | None, email: str | None) -> str | None:
+    """Name the field that is already taken, if any."""
+    if username:
+        found = await session.execute(select(User.id).where(User.username_key == username.lower()))
+        if found.first():
+            return "username"
+    if email:
+        found = await session.execute(select(User.id).where(User.email_key == email.lower()))
+        if found.first():
+            return "email"
+    return None

@@ -1,0 +1,114 @@
+"""HTTP routes of user_service (SPEC §5). Thin: validate, call ``accounts``, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from common.deps import AdminUser, CurrentUser, RedisDep, SessionDep, SettingsDep, client_address
+from user_service.app import accounts
+from user_service.app.crud import crud_users
+from user_service.app.schemas import (
+    LoginRequest,
+    LogoutRequest,
+    PasswordChange,
+    RefreshRequest,
+    TokenPair,
+    UserAdminUpdate,
+    UserCreate,
+    UserPage,
+    UserRead,
+    UserUpdateMe,
+)
+
+auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+users = APIRouter(prefix="/api/v1/users", tags=["users"])
+MAX_PAGE = 100
+
+
+@auth.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+async def register(data: UserCreate, session: SessionDep) -> UserRead:
+    user = await accounts.register_user(session, data)
+    return UserRead.model_validate(user)
+
+
+@auth.post("/token", response_model=TokenPair, summary="Log in with the OAuth2 password form")
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+) -> TokenPair:
+    user = await accounts.authenticate(session, redis, settings, form.username, form.password, client_address(request))
+    return accounts.issue_tokens(settings, user)
+
+
+@auth.post("/login", response_model=TokenPair, summary="Log in with JSON")
+async def login(
+    data: LoginRequest, request: Request, session: SessionDep, redis: RedisDep, settings: SettingsDep
+) -> TokenPair:
+    user = await accounts.authenticate(session, redis, settings, data.username, data.password, client_address(request))
+    return accounts.issue_tokens(settings, user)
+
+
+@auth.post("/refresh", response_model=TokenPair)
+async def refresh(data: RefreshRequest, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> TokenPair:
+    return await accounts.rotate_refresh_token(session, redis, settings, data.refresh_token)
+
+
+@auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    caller: CurrentUser, redis: RedisDep, settings: SettingsDep, data: Annotated[LogoutRequest | None, Body()] = None
+) -> Response:
+    await accounts.logout(redis, settings, caller, data.refresh_token if data else None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users.get("/me", response_model=UserRead)
+async def read_me(caller: CurrentUser, session: SessionDep) -> UserRead:
+    return UserRead.model_validate(await accounts.load_active_user(session, caller.id))
+
+
+@users.patch("/me", response_model=UserRead)
+async def update_me(data: UserUpdateMe, caller: CurrentUser, session: SessionDep) -> UserRead:
+    user = await accounts.load_active_user(session, caller.id)
+    return UserRead.model_validate(await accounts.update_me(session, user, data))
+
+
+@users.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    data: PasswordChange, caller: CurrentUser, session: SessionDep, redis: RedisDep, settings: SettingsDep
+) -> Response:
+    user = await accounts.load_active_user(session, caller.id)
+    await accounts.change_password(session, redis, settings, user, data.old_password, data.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users.get("", response_model=UserPage, summary="List users (admin)")
+async def list_users(
+    _admin: AdminUser,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> UserPage:
+    page = await crud_users.get_multi(
+        session, offset=offset, limit=limit, schema_to_select=UserRead, sort_columns="created_at", sort_orders="asc"
+    )
+    total = page["total_count"]
+    return UserPage(
+        data=[UserRead.model_validate(row) for row in page["data"]],
+        total_count=total,
+        has_more=offset + limit < total,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@users.patch("/{user_id}", response_model=UserRead, summary="Change a user's role or active flag (admin)")
+async def admin_update_user(
+    user_id: str, data: UserAdminUpdate, _admin: AdminUser, session: SessionDep, redis: RedisDep, settings: SettingsDep
+) -> UserRead:
+    return UserRead.model_validate(await accounts.admin_update(session, redis, settings, user_id, data))

@@ -1,0 +1,1 @@
+"""web_service application code: pages, browser sessions and the same-origin API."""
