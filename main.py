@@ -1,12 +1,29 @@
-"""The launcher: ``python main.py`` starts the Smart Record Assistant suite (SPEC §12).
+"""The launcher: ``python main.py [SERVICE ...]`` starts the Smart Record Assistant suite (SPEC §12).
 
-Before starting it writes the first ``.env`` (with a fresh SECRET_KEY), makes sure Redis is there
-(the configured one; one already on 127.0.0.1:6379; a ``redis-server`` it starts; else fakeredis
-in a thread), starts the project's canned OpenAI-protocol upstream when no LLM key is configured,
-creates the tables once and checks that every port is free. Then it starts each service's
-``main.py`` as a child process, relays their output prefixed with the service name, waits for every
-``/health`` and prints a table. A child that dies is restarted with backoff; a crash loop is given
-up loudly. Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL) and leaves nothing behind.
+Before starting anything it writes the first root ``.env`` (with a fresh SECRET_KEY), checks the
+configuration and that every port is free (a busy one is named and the launcher exits with code 2,
+having started nothing). Then it makes sure Redis is there (SPEC §9: ``REDIS_URL``; one already on
+127.0.0.1:6379; a ``redis-server`` from PATH that it starts; else fakeredis in a launcher thread),
+starts the project's canned OpenAI-protocol upstream (``devtools.fake_llm``) when llm_service or
+image_service is wanted and no ``LLM_API_KEY`` is configured, and creates the tables once.
+
+Each service's ``main.py`` runs as a child process with ``<SERVICE>_PYTHON`` (default: this
+interpreter); one thread per child relays its output prefixed with the service name. When every
+``/health`` answers (or ``LAUNCHER_HEALTH_TIMEOUT_SECONDS`` passes) it prints a table: service, URL,
+docs URL, status and start-up time, plus the Redis in use and the LLM upstream.
+
+Supervision: a child that dies is restarted after a backoff (``LAUNCHER_BACKOFF_SECONDS`` doubling
+up to ``LAUNCHER_MAX_BACKOFF_SECONDS``); its process group is swept first so that orphaned workers
+(gunicorn) free the port. A child that needs more than ``LAUNCHER_MAX_RESTARTS`` restarts within
+``LAUNCHER_RESTART_WINDOW_SECONDS`` is in a crash loop: the launcher gives up on it loudly and KEEPS
+THE OTHER SERVICES RUNNING (a broken image_service should not take logins down); only when every
+service has been given up does the launcher stop, with exit code 1.
+
+Stopping: Ctrl-C or SIGTERM stops every child (SIGTERM to its process group, SIGKILL after
+``LAUNCHER_STOP_GRACE_SECONDS``), then the LLM upstream and the Redis it started; exit code 0.
+A second Ctrl-C/SIGTERM while stopping SIGKILLs every child at once.
+Children also die when the launcher is killed outright (``PR_SET_PDEATHSIG``, see
+``common.processes``).
 """
 
 from __future__ import annotations
@@ -14,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,22 +47,36 @@ REPO_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from common.config import ROOT_ENV, SERVICE_PORTS, Settings, ensure_root_env, load_settings  # noqa: E402
-from common.local_redis import LocalRedis, provide_redis  # noqa: E402
-from common.processes import free_port, popen_child, port_answers, port_is_free, stop_process  # noqa: E402
+from common.local_redis import LocalRedis, parse_probe, provide_redis  # noqa: E402
+from common.processes import free_port, kill_group, popen_child, port_is_free, stop_process  # noqa: E402
 
 # The services `python main.py` starts, in start order.
 SERVICES: list[str] = ["user_service", "mobile_service", "llm_service", "image_service", "web_service"]
-
-HEALTH_TIMEOUT_SECONDS = 90.0
-STOP_GRACE_SECONDS = 10.0
-CRASH_LOOP_RESTARTS = 5  # this many restarts ...
-CRASH_LOOP_WINDOW_SECONDS = 60.0  # ... within this window is a crash loop
-MAX_BACKOFF_SECONDS = 30.0
+# Services that talk to an LLM provider: with no key configured, the canned upstream is started for them.
+LLM_CLIENTS = ("llm_service", "image_service")
 FAKE_LLM_MODULE = "devtools.fake_llm"
+FAKE_LLM_NAME = "fake_llm"
+FAKE_LLM_API_KEY = "canned-dev-upstream"
+
+EXIT_ALL_GAVE_UP = 1
+EXIT_CONFIG_ERROR = 2
 
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
 _print_lock = threading.Lock()
+
+
+class LauncherSettings(Settings):
+    """The launcher's own knobs (environment or root ``.env``), on top of the shared keys."""
+
+    launcher_health_timeout_seconds: float = 90.0
+    launcher_stop_grace_seconds: float = 15.0
+    launcher_max_restarts: int = 5
+    launcher_restart_window_seconds: float = 60.0
+    launcher_backoff_seconds: float = 0.5
+    launcher_max_backoff_seconds: float = 30.0
+    # Where a Redis may already answer ("host:port"); "off" skips the probe (SPEC §9 order).
+    local_redis_probe: str = "127.0.0.1:6379"
 
 
 def say(message: str) -> None:
@@ -52,11 +84,19 @@ def say(message: str) -> None:
         print(f"[launcher] {message}", flush=True)
 
 
+def shout(*lines: str) -> None:
+    bar = "!" * 78
+    for line in (bar, *lines, bar):
+        say(line)
+
+
 # ------------------------------------------------------------------ child processes
 
 
 @dataclass
 class Child:
+    """One supervised child process: a service, or the canned LLM upstream."""
+
     name: str
     argv: list[str]
     env: dict[str, str]
@@ -73,6 +113,9 @@ class Child:
         self.started_at = time.monotonic()
         threading.Thread(target=self._relay, args=(self.proc,), daemon=True, name=f"relay-{self.name}").start()
 
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
     def _relay(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         tty = sys.stdout.isatty()
@@ -84,49 +127,32 @@ class Child:
         proc.stdout.close()
 
 
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------ configuration
 
 
-def _configured(key: str) -> str | None:
-    """A key set in the process environment or the root .env (not a built-in default)."""
+def configured(key: str, service: str | None = None) -> str | None:
+    """A key set in the process environment, ``<service>/.env`` or the root ``.env`` (not a default)."""
     if os.environ.get(key):
         return os.environ[key]
-    value = dotenv_values(ROOT_ENV).get(key) if ROOT_ENV.exists() else None
-    return value or None
+    files = [REPO_ROOT / service / ".env"] if service else []
+    for path in [*files, ROOT_ENV]:
+        value = dotenv_values(path).get(key) if path.exists() else None
+        if value:
+            return value
+    return None
 
 
-# ------------------------------------------------------------------ canned LLM upstream
-
-
-def maybe_start_fake_llm(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
-    """Start the project's OpenAI-protocol upstream when no provider key is configured."""
-    service_env = REPO_ROOT / "llm_service" / ".env"
-    key = _configured("LLM_API_KEY") or (
-        dotenv_values(service_env).get("LLM_API_KEY") if service_env.exists() else None
-    )
-    if key:
-        return None
-    if not (REPO_ROOT / Path(*FAKE_LLM_MODULE.split("."))).with_suffix(".py").exists():
-        return None
-    port = free_port()
-    proc = popen_child(
-        [sys.executable, "-m", FAKE_LLM_MODULE, "--host", "127.0.0.1", "--port", str(port)], env, pipe_output=False
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not port_answers("127.0.0.1", port):
-        time.sleep(0.1)
-    env["LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-    env["LLM_API_KEY"] = "canned-dev-upstream"
-    bar = "!" * 78
-    say(bar)
-    say("NO LLM PROVIDER CONFIGURED (LLM_API_KEY unset): using the project's canned upstream")
-    say(f"at {env['LLM_BASE_URL']}. Replies are CANNED test text, not a real model.")
-    say("Set LLM_BASE_URL / LLM_API_KEY / LLM_MODEL in llm_service/.env for a real provider.")
-    say(bar)
-    return proc
-
-
-# ------------------------------------------------------------------ start-up checks
+def interpreter_for(service: str) -> str:
+    """``<SERVICE>_PYTHON`` (env or root ``.env``), else this launcher's interpreter."""
+    return configured(f"{service.upper()}_PYTHON") or sys.executable
 
 
 def busy_ports(services: list[str]) -> list[tuple[str, str, int]]:
@@ -151,37 +177,250 @@ def create_tables(database_url: str) -> None:
     asyncio.run(_run())
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except OSError:
-        return False
+Row = tuple[str, str, str, str, str]
 
 
-def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:
-    headers = ("service", "url", "docs", "status", "ready in")
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(5)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+def print_table(rows: list[Row], extras: list[Row]) -> None:
+    headers: Row = ("service", "url", "docs", "status", "ready in")
+    widths = [max(len(r[i]) for r in [headers, *rows, *extras]) for i in range(5)]
+
+    def fmt(row: Row) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
     with _print_lock:
         print()
-        print(line)
-        print("-" * len(line))
+        print(fmt(headers))
+        print("-" * (sum(widths) + 2 * 4))
         for row in rows:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+            print(fmt(row))
+        if extras:
+            print("-" * (sum(widths) + 2 * 4))
+            for row in extras:
+                print(fmt(row))
         print(flush=True)
 
 
-# ------------------------------------------------------------------ main
+# ------------------------------------------------------------------ the launcher
+
+
+class Launcher:
+    def __init__(self, services: list[str], settings: LauncherSettings) -> None:
+        self.services = services
+        self.settings = settings
+        self.children: list[Child] = []
+        self.fake_llm: Child | None = None
+        self.redis: LocalRedis | None = None
+        self.stopping = threading.Event()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stopping.is_set():
+            say(f"received {signal.Signals(signum).name} again; killing every child now")
+            self._kill_all()
+            return
+        say(f"received {signal.Signals(signum).name}; stopping services (again to kill at once)")
+        self.stopping.set()
+
+    def _kill_all(self) -> None:
+        procs = [c.proc for c in [*self.children, self.fake_llm] if c is not None and c.proc is not None]
+        if self.redis is not None and self.redis.proc is not None:
+            procs.append(self.redis.proc)
+        for proc in procs:
+            kill_group(proc.pid)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        problems = self._preflight()
+        if problems:
+            for problem in problems:
+                say(f"ERROR: {problem}")
+            say("nothing was started")
+            return EXIT_CONFIG_ERROR
+        try:
+            return self._run()
+        finally:
+            self.shutdown()
+
+    def _preflight(self) -> list[str]:
+        """Everything that can be wrong before a process is started: bad interpreters, busy ports."""
+        problems = []
+        for name in self.services:
+            python = interpreter_for(name)
+            if shutil.which(python) is None:
+                problems.append(f"{name.upper()}_PYTHON={python} is not an executable interpreter")
+        for name, host, port in busy_ports(self.services):
+            problems.append(
+                f"port {port} on {host} ({name}) is already in use; stop what holds it "
+                f"or set {name.upper()}_PORT to another port"
+            )
+        return problems
+
+    def _run(self) -> int:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.redis = provide_redis(configured("REDIS_URL"), probe=parse_probe(self.settings.local_redis_probe))
+        env["REDIS_URL"] = self.redis.url
+        say(f"redis: {self.redis.source}")
+        if any(s in self.services for s in LLM_CLIENTS):
+            self._maybe_start_fake_llm(env)
+        say("creating database tables")
+        create_tables(self.settings.database_url)
+        for index, name in enumerate(self.services):
+            settings = load_settings(Settings, name)
+            child = Child(
+                name=name,
+                argv=[interpreter_for(name), str(REPO_ROOT / name / "main.py")],
+                env=env,
+                url=f"http://{settings.host}:{settings.port}",
+                colour=COLOURS[index % len(COLOURS)],
+            )
+            child.start()
+            self.children.append(child)
+        rows = self._wait_healthy()
+        if self.stopping.is_set():
+            return 0
+        print_table(rows, self._extra_rows())
+        ready = all(r[3] == "healthy" for r in rows)
+        say("all services started; Ctrl-C stops them" if ready else "some services are not healthy (see above)")
+        return self._supervise()
+
+    # -------------------------------------------------------------- canned LLM upstream
+
+    def _maybe_start_fake_llm(self, env: dict[str, str]) -> None:
+        """Start the project's OpenAI-protocol upstream when no provider key is configured."""
+        if configured("LLM_API_KEY", "llm_service"):
+            return
+        if not (REPO_ROOT / Path(*FAKE_LLM_MODULE.split("."))).with_suffix(".py").exists():
+            return
+        port = free_port()
+        child = Child(
+            name=FAKE_LLM_NAME,
+            argv=[sys.executable, "-m", FAKE_LLM_MODULE, "--host", "127.0.0.1", "--port", str(port)],
+            env=dict(env),
+            url=f"http://127.0.0.1:{port}",
+            colour=COLOURS[-1],
+        )
+        child.start()
+        self.fake_llm = child
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and child.exit_code() is None and not healthy(child.url):
+            time.sleep(0.1)
+        env["LLM_BASE_URL"] = f"{child.url}/v1"
+        env["LLM_API_KEY"] = FAKE_LLM_API_KEY
+        shout(
+            "NO LLM PROVIDER CONFIGURED (LLM_API_KEY unset): using the project's canned upstream",
+            f"at {env['LLM_BASE_URL']}. Replies are CANNED test text, not a real model.",
+            "Set LLM_BASE_URL / LLM_API_KEY / LLM_MODEL in llm_service/.env for a real provider.",
+        )
+
+    # -------------------------------------------------------------- health and the table
+
+    def _wait_healthy(self) -> list[Row]:
+        start = time.monotonic()
+        pending = {c.name: c for c in self.children}
+        took: dict[str, str] = {}
+        timeout = self.settings.launcher_health_timeout_seconds
+        while pending and not self.stopping.is_set() and time.monotonic() - start < timeout:
+            for name, child in list(pending.items()):
+                if healthy(child.url):
+                    took[name] = f"{time.monotonic() - child.started_at:.1f}s"
+                    del pending[name]
+                elif child.exit_code() is not None:
+                    took[name] = f"exited ({child.exit_code()})"
+                    del pending[name]
+            time.sleep(0.1)
+        rows = []
+        for child in self.children:
+            time_taken = took.get(child.name, "timeout")
+            status = "healthy" if time_taken.endswith("s") else "NOT READY"
+            docs = f"{child.url}/docs" if child.name != "web_service" else f"{child.url}/"
+            rows.append((child.name, child.url, docs, status, time_taken))
+        return rows
+
+    def _extra_rows(self) -> list[Row]:
+        extras: list[Row] = []
+        if self.redis is not None:
+            extras.append(("redis", self.redis.url, self.redis.source, "ok", ""))
+        if self.fake_llm is not None:
+            status = "healthy" if healthy(self.fake_llm.url) else "NOT READY"
+            extras.append((FAKE_LLM_NAME, f"{self.fake_llm.url}/v1", "CANNED replies (no LLM_API_KEY)", status, ""))
+        return extras
+
+    # -------------------------------------------------------------- supervision
+
+    def _supervise(self) -> int:
+        supervised = [*self.children, *([self.fake_llm] if self.fake_llm else [])]
+        while not self.stopping.wait(0.2):
+            for child in supervised:
+                self._check(child)
+            if self.children and all(c.gave_up for c in self.children):
+                say("ERROR: every service has been given up; stopping")
+                return EXIT_ALL_GAVE_UP
+        return 0
+
+    def _check(self, child: Child) -> None:
+        if child.gave_up or child.proc is None:
+            return
+        code = child.exit_code()
+        if code is None:
+            return
+        now = time.monotonic()
+        if child.next_start == 0.0:
+            kill_group(child.proc.pid)  # orphaned workers would keep the port
+            window = self.settings.launcher_restart_window_seconds
+            child.restarts = [t for t in child.restarts if now - t < window]
+            if len(child.restarts) >= self.settings.launcher_max_restarts:
+                child.gave_up = True
+                shout(
+                    f"CRASH LOOP: {child.name} died {len(child.restarts) + 1} times within {window:.0f}s "
+                    f"(last exit code {code}); GIVING UP on {child.name}.",
+                    "The other services keep running. See its output above and logs/; fix it and restart the launcher.",
+                )
+                return
+            delay = min(
+                self.settings.launcher_max_backoff_seconds,
+                self.settings.launcher_backoff_seconds * 2 ** len(child.restarts),
+            )
+            child.next_start = now + delay
+            say(f"{child.name} exited with code {code}; restarting in {delay:.1f}s")
+        elif now >= child.next_start:
+            child.next_start = 0.0
+            child.restarts.append(now)
+            child.start()
+            say(f"{child.name} restarted (pid {child.proc.pid})")
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        grace = self.settings.launcher_stop_grace_seconds
+        threads = [
+            threading.Thread(target=stop_process, args=(c.proc, grace)) for c in self.children if c.proc is not None
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.fake_llm is not None and self.fake_llm.proc is not None:
+            stop_process(self.fake_llm.proc, grace=3.0)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.children:
+            say("all services stopped")
+
+
+# ------------------------------------------------------------------ entry point
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
-        description="Start the Smart Record Assistant services. With no arguments all of them start: "
+        description="Start the Smart Record Assistant services and supervise them until Ctrl-C or SIGTERM. "
+        "With no arguments all of them start: "
         + ", ".join(f"{s} (:{SERVICE_PORTS[s]})" for s in SERVICES)
-        + ". Configuration comes from the environment, <service>/.env and the root .env.",
-        epilog="Ctrl-C or SIGTERM stops every service. Example: python main.py user_service llm_service",
+        + ". Configuration comes from the environment, <service>/.env and the root .env "
+        "(written with a fresh SECRET_KEY on first run).",
+        epilog="Useful keys: <SERVICE>_PORT (e.g. USER_SERVICE_PORT=9001), <SERVICE>_PYTHON (interpreter for "
+        "that service), REDIS_URL (else a local Redis is found or started), LLM_API_KEY (else a canned LLM "
+        "upstream is started), LAUNCHER_MAX_RESTARTS / LAUNCHER_RESTART_WINDOW_SECONDS (crash-loop limit), "
+        "LAUNCHER_STOP_GRACE_SECONDS. Example: python main.py user_service llm_service",
     )
     parser.add_argument(
         "services", nargs="*", metavar="SERVICE", help=f"a subset to start, from: {', '.join(SERVICES)}"
@@ -193,138 +432,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-class Launcher:
-    def __init__(self, services: list[str]) -> None:
-        self.services = services
-        self.children: list[Child] = []
-        self.redis: LocalRedis | None = None
-        self.fake_llm: subprocess.Popen[bytes] | None = None
-        self.stopping = threading.Event()
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if not self.stopping.is_set():
-            say(f"received {signal.Signals(signum).name}; stopping services")
-        self.stopping.set()
-
-    def run(self) -> int:
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        if ensure_root_env():
-            say("first run: wrote .env with a freshly generated SECRET_KEY")
-        busy = busy_ports(self.services)
-        if busy:
-            for name, host, port in busy:
-                say(
-                    f"ERROR: port {port} on {host} ({name}) is already in use; stop what holds it or set PORT in {name}/.env"
-                )
-            return 2
-        try:
-            return self._run()
-        finally:
-            self.shutdown()
-
-    def _run(self) -> int:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.redis = provide_redis(_configured("REDIS_URL"))
-        env["REDIS_URL"] = self.redis.url
-        say(f"redis: {self.redis.source}")
-        if "llm_service" in self.services:
-            self.fake_llm = maybe_start_fake_llm(env)
-        root = load_settings(Settings)
-        say("creating database tables")
-        create_tables(root.database_url)
-        for index, name in enumerate(self.services):
-            settings = load_settings(Settings, name)
-            python = os.environ.get(f"{name.upper()}_PYTHON") or _configured(f"{name.upper()}_PYTHON") or sys.executable
-            child = Child(
-                name=name,
-                argv=[python, str(REPO_ROOT / name / "main.py")],
-                env=env,
-                url=f"http://{settings.host}:{settings.port}",
-                colour=COLOURS[index % len(COLOURS)],
-            )
-            child.start()
-            self.children.append(child)
-        rows = self._wait_healthy()
-        print_table(rows)
-        extras = [f"redis: {self.redis.source}"]
-        if self.fake_llm is not None:
-            extras.append("LLM: canned dev upstream (no LLM_API_KEY)")
-        say("; ".join(extras))
-        say(
-            "all services started; Ctrl-C stops them"
-            if all(r[3] == "healthy" for r in rows)
-            else "some services are not healthy"
-        )
-        self._supervise()
-        return 0
-
-    def _wait_healthy(self) -> list[tuple[str, str, str, str, str]]:
-        start = time.monotonic()
-        pending = {c.name: c for c in self.children}
-        took: dict[str, str] = {}
-        while pending and not self.stopping.is_set() and time.monotonic() - start < HEALTH_TIMEOUT_SECONDS:
-            for name, child in list(pending.items()):
-                if _healthy(child.url):
-                    took[name] = f"{time.monotonic() - child.started_at:.1f}s"
-                    del pending[name]
-                elif child.proc is not None and child.proc.poll() is not None:
-                    took[name] = f"exited ({child.proc.returncode})"
-                    del pending[name]
-            time.sleep(0.1)
-        rows = []
-        for child in self.children:
-            status = "healthy" if child.name in took and not took[child.name].startswith("exited") else "NOT READY"
-            docs = f"{child.url}/docs" if child.name != "web_service" else f"{child.url}/"
-            rows.append((child.name, child.url, docs, status, took.get(child.name, "timeout")))
-        return rows
-
-    def _supervise(self) -> None:
-        while not self.stopping.wait(0.5):
-            now = time.monotonic()
-            for child in self.children:
-                if child.gave_up or child.proc is None:
-                    continue
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                if child.next_start == 0.0:
-                    child.restarts = [t for t in child.restarts if now - t < CRASH_LOOP_WINDOW_SECONDS]
-                    if len(child.restarts) >= CRASH_LOOP_RESTARTS:
-                        child.gave_up = True
-                        say(
-                            f"ERROR: {child.name} crashed {len(child.restarts) + 1} times within "
-                            f"{CRASH_LOOP_WINDOW_SECONDS:.0f}s; giving up on it (exit code {code}). "
-                            f"See logs/{child.name}.log"
-                        )
-                        continue
-                    delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** len(child.restarts))
-                    child.next_start = now + delay
-                    say(f"{child.name} exited with code {code}; restarting in {delay:.1f}s")
-                elif now >= child.next_start:
-                    child.next_start = 0.0
-                    child.restarts.append(now)
-                    child.start()
-
-    def shutdown(self) -> None:
-        self.stopping.set()
-        threads = [threading.Thread(target=stop_process, args=(c.proc,)) for c in self.children if c.proc is not None]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if self.fake_llm is not None:
-            stop_process(self.fake_llm, grace=3.0)
-        if self.redis is not None:
-            self.redis.stop()
-        if self.children:
-            say("all services stopped")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     services = [s for s in SERVICES if s in args.services] if args.services else list(SERVICES)
-    return Launcher(services).run()
+    if ensure_root_env():
+        say(f"first run: wrote {ROOT_ENV.name} with a freshly generated SECRET_KEY")
+    try:
+        settings = load_settings(LauncherSettings)
+        parse_probe(settings.local_redis_probe)
+    except ValueError as exc:
+        say(f"ERROR: configuration: {exc}")
+        return EXIT_CONFIG_ERROR
+    return Launcher(services, settings).run()
 
 
 if __name__ == "__main__":

@@ -125,18 +125,27 @@ def absolute_sqlite_url(url: str) -> str:
     return f"{prefix}:///{REPO_ROOT / path}"
 
 
-def env_files(service: str | None) -> tuple[Path, ...]:
-    """Dotenv files for a service, lowest precedence first."""
-    files = [ROOT_ENV]
+def env_files(service: str | None, root: Path = REPO_ROOT) -> tuple[Path, ...]:
+    """Dotenv files for a service, lowest precedence first (``root`` is injectable for tests)."""
+    files = [root / ".env"]
     if service:
-        files.append(REPO_ROOT / service / ".env")
+        files.append(root / service / ".env")
     return tuple(files)
 
 
-def load_settings(cls: type[S] = Settings, service: str | None = None, **overrides: object) -> S:  # type: ignore[assignment]
-    """Build typed settings for ``service`` from env, its ``.env``, the root ``.env`` and defaults."""
+def load_settings(
+    cls: type[S] = Settings,  # type: ignore[assignment]
+    service: str | None = None,
+    *,
+    root_dir: Path | None = None,
+    **overrides: object,
+) -> S:
+    """Build typed settings for ``service`` from env, its ``.env``, the root ``.env`` and defaults.
+
+    ``overrides`` beat every source (tests, CLIs); ``root_dir`` replaces the repository root as the
+    place of the ``.env`` files (tests)."""
     init: dict[str, object] = {"service_name": service or "common", **overrides}
-    return cls(_env_file=env_files(service), **init)  # type: ignore[call-arg]
+    return cls(_env_file=env_files(service, root_dir or REPO_ROOT), **init)  # type: ignore[call-arg]
 
 
 @lru_cache
@@ -144,14 +153,14 @@ def root_settings() -> Settings:
     return load_settings(Settings)
 
 
-def ensure_root_env() -> bool:
+def ensure_root_env(env_path: Path = ROOT_ENV, example_path: Path = ROOT_ENV_EXAMPLE) -> bool:
     """Write the root ``.env`` from ``.env.example`` with a fresh SECRET_KEY on first run.
 
     Returns True when the file was created. Tokens then stay valid across services and restarts.
     """
-    if ROOT_ENV.exists():
+    if env_path.exists():
         return False
-    template = ROOT_ENV_EXAMPLE.read_text() if ROOT_ENV_EXAMPLE.exists() else "SECRET_KEY=\n"
+    template = example_path.read_text() if example_path.exists() else "SECRET_KEY=\n"
     secret = secrets.token_urlsafe(48)
     lines = []
     replaced = False
@@ -162,6 +171,6 @@ def ensure_root_env() -> bool:
         lines.append(line)
     if not replaced:
         lines.append(f"SECRET_KEY={secret}")
-    ROOT_ENV.write_text("\n".join(lines) + "\n")
-    ROOT_ENV.chmod(0o600)
+    env_path.write_text("\n".join(lines) + "\n")
+    env_path.chmod(0o600)
     return True

@@ -7,6 +7,10 @@
 - ``Database``: engine + session factory. SQLite runs with WAL, foreign keys, a busy timeout and
   ``synchronous=NORMAL``; each process uses ONE connection to the file, which serialises its
   writers (measured: pooled writers collide, p99 0.9 s at 16 clients vs 31 ms with one writer).
+- On SQLite, reads skip aiosqlite's worker-thread round trip (``InlineReadConnection``): a
+  handoff to a thread and back costs far more than a lookup by primary key (measured in
+  ``bench/bench_records.py``). Writes, commits and any statement seen to be slow still run in the
+  worker thread, so the event loop never waits on a lock or a long scan.
 - ``create_all`` takes a lock (a file lock on SQLite, an advisory lock on PostgreSQL) so that
   five services starting at once on an empty database do not race.
 """
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import DateTime, String, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -30,6 +37,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A statement that once took longer than this inline goes to the worker thread from then on.
+INLINE_SLOW_SECONDS = 0.002
+_INLINE_SLOW_SQL_MAX = 2048
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
 
 
@@ -95,18 +105,102 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def build_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine with the connection policy of this project."""
+class InlineReadConnection(aiosqlite.Connection):
+    """aiosqlite's connection, minus the thread round trip for quick reads.
+
+    aiosqlite runs every call (cursor, execute, fetch, close, rollback) in its worker thread and
+    wakes the event loop for each result: five thread handoffs for one primary-key read, each far
+    dearer than the read itself on a busy machine. Here a ``SELECT`` and the calls that belong to
+    it run inline; writes, commits and rollbacks of a real transaction (which may wait on
+    another process's lock) stay in the thread. A SELECT that once took longer than
+    ``INLINE_SLOW_SECONDS`` of CPU inline (a long scan) is sent to the thread from then on, so the
+    loop is blocked at most once per slow statement shape. Calls never overlap: SQLAlchemy awaits
+    each one before the next, so the sqlite3 connection is used by one thread at a time.
+    """
+
+    _slow_sql: set[str] = set()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inline_cursors: set[int] = set()
+        self._inline_sql: dict[int, str] = {}
+
+    def _inline(self, fn: Any, args: tuple[Any, ...]) -> bool:
+        name = getattr(fn, "__name__", "")
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, sqlite3.Cursor):
+            if name == "execute" and args and isinstance(args[0], str):
+                sql = args[0]
+                return sql.lstrip()[:6].upper() == "SELECT" and sql not in self._slow_sql
+            return name in ("fetchall", "fetchone", "fetchmany", "close") and id(owner) in self._inline_cursors
+        if isinstance(owner, sqlite3.Connection):
+            if name == "cursor":
+                return True
+            if name in ("rollback", "commit"):
+                return not owner.in_transaction  # nothing to end: no lock, no I/O
+        return False
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._inline(fn, args):
+            owner = getattr(fn, "__self__", None)
+            if getattr(fn, "__name__", "") == "execute" and owner is not None:
+                self._inline_cursors.discard(id(owner))
+            return await super()._execute(fn, *args, **kwargs)
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        owner = getattr(fn, "__self__", None)
+        name = getattr(fn, "__name__", "")
+        started = time.thread_time()  # CPU time: a preempted quick read is not a slow one
+        result = fn(*args, **kwargs)
+        elapsed = time.thread_time() - started
+        if isinstance(owner, sqlite3.Cursor):
+            key = id(owner)
+            if name == "execute":
+                self._inline_cursors.add(key)
+                self._inline_sql[key] = args[0]
+            elif name == "close":
+                self._inline_cursors.discard(key)
+                self._inline_sql.pop(key, None)
+            if elapsed > INLINE_SLOW_SECONDS and key in self._inline_sql:
+                if len(self._slow_sql) > _INLINE_SLOW_SQL_MAX:
+                    self._slow_sql.clear()
+                self._slow_sql.add(self._inline_sql[key])
+        elif isinstance(result, sqlite3.Cursor):
+            self._inline_cursors.discard(id(result))  # a new cursor may reuse a closed one's id
+        return result
+
+
+def _inline_sqlite_creator(path: str, timeout: float) -> Any:
+    async def _connect() -> InlineReadConnection:
+        def connector() -> sqlite3.Connection:
+            # One connection per process, used by one caller at a time (see InlineReadConnection).
+            return sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level="")
+
+        connection = InlineReadConnection(connector, 64)
+        connection._thread.daemon = True
+        return await connection
+
+    return _connect
+
+
+def build_engine(url: str, *, inline_reads: bool = True, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine with the connection policy of this project.
+
+    ``inline_reads`` (SQLite only): quick reads run on the event loop (see ``InlineReadConnection``).
+    """
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+        if inline_reads and url.startswith("sqlite+aiosqlite"):
+            kwargs.setdefault("async_creator", _inline_sqlite_creator(str(path) if path else ":memory:", timeout))
         engine = create_async_engine(
             url,
             pool_size=1,
             max_overflow=0,
             pool_timeout=60,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": timeout},
             **kwargs,
         )
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)

@@ -1,33 +1,63 @@
-"""Child processes and ports, for the launcher and the test run alike."""
+"""Child processes and ports, for the launcher and the test run alike.
+
+Every child starts in its own session (so Ctrl-C at a terminal reaches only the launcher, which
+stops the children in order) and, on Linux, with ``PR_SET_PDEATHSIG``: the kernel sends it SIGTERM
+when the thread that started it dies, even when the parent is SIGKILLed. Start children from the
+main thread, which lives as long as the process.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from common.config import REPO_ROOT
 
+PR_SET_PDEATHSIG = 1
+PROC = Path("/proc")
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the parent dies, even by SIGKILL (Linux prctl)."""
+
+def _load_prctl() -> Callable[..., int] | None:
+    # Loaded once in the parent: dlopen() between fork and exec could deadlock on a lock held by
+    # another thread, a plain foreign call cannot.
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except OSError:
-        pass
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux only)."""
+    if _prctl is None:
+        return None
+    parent = os.getpid()
+    prctl = _prctl
+
+    def _hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return _hook
 
 
 def popen_child(
     argv: list[str], env: dict[str, str] | None = None, *, pipe_output: bool = True, cwd: Path = REPO_ROOT
 ) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only the parent, which stops it in order)
-    that dies with its parent."""
+    """Start a child in its own session that dies with its parent; output piped or discarded."""
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -36,8 +66,14 @@ def popen_child(
         stderr=subprocess.STDOUT if pipe_output else subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=_die_with_parent_hook(),  # only prctl and getppid run between fork and exec
     )
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process group, ignoring one that is already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -54,11 +90,49 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             except subprocess.TimeoutExpired:
                 continue
     # A process group may hold workers whose leader already left (gunicorn): sweep it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live pids in a process group (Linux ``/proc``; empty elsewhere)."""
+    return [pid for pid, info in _proc_stats().items() if info[1] == pgid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Live pids below ``pid`` in the process tree (Linux ``/proc``; empty elsewhere)."""
+    stats = _proc_stats()
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, info in stats.items() if info[0] == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, pgid) of every live, non-zombie process."""
+    stats: dict[int, tuple[int, int]] = {}
+    if not PROC.is_dir():
+        return stats
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses.
+        fields = raw[raw.rfind(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return stats
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Something accepts TCP connections on host:port."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -67,6 +141,7 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Nothing listens on host:port (a server could bind it now)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -77,6 +152,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def free_port() -> int:
+    """A port the OS reports free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -1,6 +1,8 @@
 """image_service — image uploads, thumbnails and image-generation tasks, on :8004.
 
-Owns the ``images`` and generation tables and the image storage directory (SPEC §8).
+Owns the ``images``, ``generation_tasks`` and ``generation_results`` tables and the image storage
+directory (SPEC §8); reads the shared ``records`` table to serve images of published records.
+Generation workers run inside this process (started and stopped by the app's lifespan).
 Run: ``python image_service/main.py`` (or through the launcher, ``python main.py``).
 """
 
@@ -14,23 +16,54 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
-from common.config import Settings, load_settings
+from common.config import load_settings
+from image_service.app.config import ImageSettings
+from image_service.app.provider import ImageProvider, provider_configured
 from image_service.app.routes import router
+from image_service.app.storage import build_storage
+from image_service.app.workers import GenerationWorkers
 
 SERVICE = "image_service"
 
 
-def build_app(settings: Settings | None = None, **factory_kwargs: object) -> FastAPI:
-    settings = settings or load_settings(Settings, SERVICE)
+async def _open_images(app: FastAPI) -> None:
+    settings: ImageSettings = app.state.settings
+    app.state.storage = build_storage(settings.image_storage_dir)
+    app.state.provider = ImageProvider(settings)
+    app.state.generation_workers = None
+    if settings.generation_workers_enabled and provider_configured(settings):
+        workers = GenerationWorkers(app.state.db, app.state.storage, app.state.provider, settings)
+        await workers.start()
+        app.state.generation_workers = workers
+
+
+async def _close_images(app: FastAPI) -> None:
+    workers: GenerationWorkers | None = getattr(app.state, "generation_workers", None)
+    if workers is not None:
+        await workers.stop()
+    provider: ImageProvider | None = getattr(app.state, "provider", None)
+    if provider is not None:
+        await provider.aclose()
+
+
+async def _storage_ready(app: FastAPI) -> None:
+    await app.state.storage.check()
+
+
+def build_app(settings: ImageSettings | None = None, **factory_kwargs: object) -> FastAPI:
+    settings = settings or load_settings(ImageSettings, SERVICE)
     return create_app(
         settings,
         title="image_service",
         description="Image uploads, thumbnails and image-generation tasks.",
         routers=[router],
+        on_startup=[_open_images],
+        on_shutdown=[_close_images],
+        ready_checks={"storage": _storage_ready},
         **factory_kwargs,  # type: ignore[arg-type]
     )
 
 
 if __name__ == "__main__":
-    settings = load_settings(Settings, SERVICE)
+    settings = load_settings(ImageSettings, SERVICE)
     serve(build_app(settings), settings)

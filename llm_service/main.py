@@ -1,6 +1,8 @@
-"""llm_service — the LLM gateway: chat sessions, text tasks, OpenAI-compatible API, on :8003.
+"""llm_service — the LLM gateway, on :8003 (SPEC §7).
 
-Chat sessions live in Redis; token usage is recorded in the database (SPEC §7).
+Owns: chat sessions (Redis), text tasks (prompts in ``res/prompts``), the OpenAI-compatible
+``/v1`` pass-through and per-user token usage (the ``llm_usage`` table). The provider is any
+OpenAI-compatible API reached through ``common.llm_client``. See README.md.
 Run: ``python llm_service/main.py`` (or through the launcher, ``python main.py``).
 """
 
@@ -14,23 +16,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
-from common.config import Settings, load_settings
-from llm_service.app.routes import router
+from common.config import load_settings
+from common.errors import ServiceUnavailable
+from common.llm_client import LLMClient
+from llm_service.app.config import LLMSettings
+from llm_service.app.models import provider_models
+from llm_service.app.prompts import PromptStore
+from llm_service.app.routes import api, openai_api
 
 SERVICE = "llm_service"
+READY_PROBE_TIMEOUT_SECONDS = 3.0
 
 
-def build_app(settings: Settings | None = None, **factory_kwargs: object) -> FastAPI:
-    settings = settings or load_settings(Settings, SERVICE)
+async def _open_provider(app: FastAPI) -> None:
+    settings: LLMSettings = app.state.settings
+    app.state.llm = LLMClient.from_settings(settings)
+    app.state.prompts = PromptStore(settings.prompts_dir)
+
+
+async def _close_provider(app: FastAPI) -> None:
+    await app.state.llm.aclose()
+
+
+async def _provider_ready(app: FastAPI) -> None:
+    """``/ready``: the provider is configured and lists its models (cached, so cheap)."""
+    llm: LLMClient = app.state.llm
+    if not llm.configured:
+        raise ServiceUnavailable("LLM provider not configured: set LLM_API_KEY (and LLM_BASE_URL, LLM_MODEL)")
+    settings: LLMSettings = app.state.settings
+    await provider_models(
+        llm, app.state.redis, settings.models_cache_seconds, probe_timeout=READY_PROBE_TIMEOUT_SECONDS
+    )
+
+
+def build_app(settings: LLMSettings | None = None, **factory_kwargs: object) -> FastAPI:
+    settings = settings or load_settings(LLMSettings, SERVICE)
     return create_app(
         settings,
         title="llm_service",
-        description="LLM gateway: chat sessions, text tasks, OpenAI-compatible API.",
-        routers=[router],
+        description="LLM gateway: chat sessions, text tasks, token usage and an OpenAI-compatible API.",
+        routers=[api, openai_api],
+        on_startup=[_open_provider],
+        on_shutdown=[_close_provider],
+        ready_checks={"llm_provider": _provider_ready},
         **factory_kwargs,  # type: ignore[arg-type]
     )
 
 
 if __name__ == "__main__":
-    settings = load_settings(Settings, SERVICE)
+    settings = load_settings(LLMSettings, SERVICE)
     serve(build_app(settings), settings)

@@ -1,7 +1,8 @@
 """mobile_service — records, sync and publishing; the mobile app's single base URL, on :8002.
 
-Owns the ``records`` tables. Forwards auth/users to user_service, chat/text/models to
-llm_service and images/generations to image_service (SPEC §6).
+Owns the ``records`` table (``common.models.record``). Forwards auth/users to user_service,
+chat/text/models to llm_service and images/generations to image_service (SPEC §6) through the
+one forwarding proxy of ``common.forwarding``. See ``mobile_service/README.md``.
 Run: ``python mobile_service/main.py`` (or through the launcher, ``python main.py``).
 """
 
@@ -15,23 +16,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
-from common.config import Settings, load_settings
-from mobile_service.app.routes import router
+from common.config import load_settings
+from common.forwarding import FORWARDED_SERVICES, ForwardingConfig, install_forwarding
+from mobile_service.app.config import MobileSettings
+from mobile_service.app.routes import routers
 
 SERVICE = "mobile_service"
 
 
-def build_app(settings: Settings | None = None, **factory_kwargs: object) -> FastAPI:
-    settings = settings or load_settings(Settings, SERVICE)
-    return create_app(
-        settings,
-        title="mobile_service",
-        description="Records, sync and publishing; the mobile app's single base URL.",
-        routers=[router],
-        **factory_kwargs,  # type: ignore[arg-type]
+def forwarding_config(settings: MobileSettings) -> ForwardingConfig:
+    return ForwardingConfig(
+        upstreams={name: getattr(settings, f"{name}_url") for name in FORWARDED_SERVICES},
+        timeout_seconds=settings.forward_timeout_seconds,
+        connect_timeout_seconds=settings.forward_connect_timeout_seconds,
+        max_connections=settings.forward_max_connections,
+        max_body_bytes=settings.forward_max_body_bytes,
     )
 
 
+async def _open_forwarder(app: FastAPI) -> None:
+    await app.state.forwarder.open()
+
+
+async def _close_forwarder(app: FastAPI) -> None:
+    await app.state.forwarder.aclose()
+
+
+def build_app(settings: MobileSettings | None = None, **factory_kwargs: object) -> FastAPI:
+    settings = settings or load_settings(MobileSettings, SERVICE)
+    app = create_app(
+        settings,
+        title="mobile_service",
+        description="Records, sync and publishing; the mobile app's single base URL.",
+        routers=routers,
+        upstreams=["llm_service"],
+        on_startup=[_open_forwarder],
+        on_shutdown=[_close_forwarder],
+        **factory_kwargs,  # type: ignore[arg-type]
+    )
+    install_forwarding(app, forwarding_config(settings))
+    return app
+
+
 if __name__ == "__main__":
-    settings = load_settings(Settings, SERVICE)
+    settings = load_settings(MobileSettings, SERVICE)
     serve(build_app(settings), settings)

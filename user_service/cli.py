@@ -3,6 +3,8 @@
     python -m user_service.cli create-admin --username alice [--password ...]
 
 The password is asked for when not given (never pass it on a shared machine's command line).
+It uses the same settings as the service (DATABASE_URL from the environment or the .env files)
+and creates the tables when they are missing.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import asyncio
 import getpass
 import sys
 
-from common.config import ensure_root_env, load_settings
+from common.config import load_settings
 from common.database import Database
 from user_service.app.accounts import ensure_admin
-from user_service.app.config import UserSettings
+from user_service.app.config import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN, UserSettings
 
 
 async def _create_admin(username: str, password: str) -> int:
@@ -38,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m user_service.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-admin", help="create an admin account")
-    create.add_argument("--username", required=True)
-    create.add_argument("--password", help="8-128 characters; prompted for when omitted")
+    create.add_argument("--username", required=True, help="3-32 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+    create.add_argument("--password", help=f"{PASSWORD_MIN}-{PASSWORD_MAX} characters; prompted for when omitted")
     args = parser.parse_args(argv)
-    ensure_root_env()
+    if not USERNAME_PATTERN.match(args.username):
+        parser.error("username must be 3-32 characters of A-Z, a-z, 0-9, '_', '.', '-'")
     password = args.password or getpass.getpass("Password: ")
-    if not 8 <= len(password) <= 128:
-        parser.error("password must be 8-128 characters")
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        parser.error(f"password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")
     return asyncio.run(_create_admin(args.username, password))
 
 

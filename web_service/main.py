@@ -19,9 +19,10 @@ from gunicorn.app.base import BaseApplication
 from common.config import load_settings
 from common.flask_factory import create_flask_app
 from web_service.app.config import WebSettings
-from web_service.app.pages import pages
+from web_service.app.setup import install_web_app
 
 SERVICE = "web_service"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "res" / "templates"
 
 
 def build_app(settings: WebSettings | None = None, **factory_kwargs: Any) -> Flask:
@@ -30,9 +31,11 @@ def build_app(settings: WebSettings | None = None, **factory_kwargs: Any) -> Fla
         settings,
         import_name=__name__,
         upstreams=("user_service", "mobile_service"),
+        template_folder=str(TEMPLATES_DIR),
+        static_folder=None,
         **factory_kwargs,
     )
-    app.register_blueprint(pages)
+    install_web_app(app, settings)
     return app
 
 

@@ -1,5 +1,218 @@
-"""HTTP routes of image_service. Uploads and generation tasks arrive with the images issue."""
+"""HTTP routes of image_service (SPEC §8). Thin: validate, call ``images`` / ``generations``,
+shape the answer."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from common.deps import CurrentUser, SessionDep
+from image_service.app import crud, generations, images
+from image_service.app.deps import ImageSettingsDep, OptionalUser, StorageDep, WorkersDep
+from image_service.app.schemas import (
+    GenerationCreate,
+    GenerationPage,
+    GenerationRead,
+    GenerationResultRead,
+    ImagePage,
+    ImageRead,
+    RatingUpdate,
+)
+from image_service.app.uploads import receive_upload
 
 router = APIRouter(prefix="/api/v1", tags=["images"])
+MAX_PAGE = 100
+
+# The body is streamed by ``receive_upload``, not parsed by FastAPI; this documents it for /docs.
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "record_id": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/images",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImageRead,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses={
+        200: {"model": ImageRead, "description": "The same bytes were uploaded before: the existing image"},
+        413: {"description": "Over IMAGE_MAX_BYTES, or more pixels than IMAGE_MAX_PIXELS"},
+        415: {"description": "Not a JPEG, PNG, WebP or GIF (judged by content)"},
+    },
+    summary="Upload an image (201 new; 200 when the same bytes were already uploaded)",
+)
+async def upload_image(
+    request: Request,
+    response: Response,
+    caller: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: ImageSettingsDep,
+) -> ImageRead:
+    scratch = storage.temp_file()
+    try:
+        upload = await receive_upload(request, scratch, settings.image_max_bytes)
+        image, created = await images.store_upload(session, storage, settings, caller.id, upload)
+    finally:
+        scratch.unlink(missing_ok=True)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ImageRead.of(image)
+
+
+@router.get("/images", response_model=ImagePage, summary="The caller's images, newest first")
+async def list_images(
+    caller: CurrentUser,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> ImagePage:
+    rows, total = await crud.list_images(session, caller.id, offset, limit)
+    return ImagePage(
+        data=[ImageRead.of(i) for i in rows],
+        total_count=total,
+        has_more=offset + len(rows) < total,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/images/{image_id}", response_model=ImageRead, summary="One of the caller's images")
+async def read_image(image_id: str, caller: CurrentUser, session: SessionDep) -> ImageRead:
+    return ImageRead.of(await images.owned_image(session, caller.id, image_id))
+
+
+def _cache_headers(etag: str, public: bool, settings: ImageSettingsDep) -> dict[str, str]:
+    cache = (
+        f"public, max-age={settings.cache_max_age_public_seconds}"
+        if public
+        else f"private, max-age={settings.cache_max_age_private_seconds}"
+    )
+    return {"ETag": etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+
+
+def _etag_matches(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+async def _serve(
+    request: Request, storage: StorageDep, key: str, mime: str, etag: str, public: bool, settings: ImageSettingsDep
+) -> Response:
+    headers = _cache_headers(etag, public, settings)
+    if _etag_matches(request, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    chunks = await storage.open_chunks(key)
+    return StreamingResponse(chunks, media_type=mime, headers=headers)
+
+
+@router.get(
+    "/images/{image_id}/content",
+    summary="The image's bytes (the owner, or anyone while it is attached to a published record)",
+    response_class=Response,
+)
+async def image_content(
+    image_id: str,
+    request: Request,
+    caller: OptionalUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: ImageSettingsDep,
+) -> Response:
+    readable = await images.readable_image(session, image_id, caller.id if caller else None)
+    image = readable.image
+    return await _serve(
+        request, storage, image.storage_key, image.mime, images.content_etag(image), readable.public, settings
+    )
+
+
+@router.get(
+    "/images/{image_id}/thumbnail",
+    summary="A small WebP of the image (made once, then cached)",
+    response_class=Response,
+)
+async def image_thumbnail(
+    image_id: str,
+    request: Request,
+    caller: OptionalUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: ImageSettingsDep,
+) -> Response:
+    readable = await images.readable_image(session, image_id, caller.id if caller else None)
+    etag = images.thumbnail_etag(readable.image, settings.thumbnail_max_side)
+    if _etag_matches(request, etag):
+        return Response(
+            status_code=status.HTTP_304_NOT_MODIFIED, headers=_cache_headers(etag, readable.public, settings)
+        )
+    key, mime = await images.ensure_thumbnail(storage, settings, readable.image)
+    return await _serve(request, storage, key, mime, etag, readable.public, settings)
+
+
+@router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def delete_image(image_id: str, caller: CurrentUser, session: SessionDep, storage: StorageDep) -> Response:
+    await images.delete_image(session, storage, caller.id, image_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------- generation tasks
+
+
+@router.post("/generations", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationRead, tags=["generations"])
+async def create_generation(
+    data: GenerationCreate, caller: CurrentUser, session: SessionDep, settings: ImageSettingsDep, workers: WorkersDep
+) -> GenerationRead:
+    task = await generations.create_task(session, settings, caller.id, data)
+    if workers is not None:
+        workers.notify()
+    return task
+
+
+@router.get("/generations", response_model=GenerationPage, tags=["generations"])
+async def list_generations(
+    caller: CurrentUser,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> GenerationPage:
+    return await generations.task_page(session, caller.id, offset, limit)
+
+
+@router.get("/generations/{task_id}", response_model=GenerationRead, tags=["generations"])
+async def read_generation(task_id: str, caller: CurrentUser, session: SessionDep) -> GenerationRead:
+    return await generations.read_task(session, caller.id, task_id)
+
+
+@router.post("/generations/{task_id}/cancel", response_model=GenerationRead, tags=["generations"])
+async def cancel_generation(task_id: str, caller: CurrentUser, session: SessionDep) -> GenerationRead:
+    return await generations.cancel(session, caller.id, task_id)
+
+
+@router.put("/generations/{task_id}/results/{index}/rating", response_model=GenerationResultRead, tags=["generations"])
+async def rate_generation_result(
+    task_id: str,
+    index: Annotated[int, Path(ge=0, le=3)],
+    data: RatingUpdate,
+    caller: CurrentUser,
+    session: SessionDep,
+) -> GenerationResultRead:
+    return await generations.rate(session, caller.id, task_id, index, data.rating)

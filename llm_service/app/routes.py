@@ -1,6 +1,188 @@
-"""HTTP routes of llm_service. Chat sessions, text tasks and the OpenAI-compatible API arrive with
-the LLM issue."""
+"""HTTP routes of llm_service (SPEC §7). Thin: validate, call the app modules, shape the answer.
 
-from fastapi import APIRouter
+- ``/api/v1/chat/...``: chat sessions and messages (``chat``, ``chat_store``)
+- ``/api/v1/text/{task}``: text tasks (``text_tasks``)
+- ``/api/v1/models``, ``/api/v1/usage``
+- ``/v1/chat/completions``, ``/v1/models``: the OpenAI-compatible pass-through (``openai_compat``)
+"""
 
-router = APIRouter(prefix="/api/v1", tags=["llm"])
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from common.deps import CurrentUser, RedisDep
+from llm_service.app import openai_compat
+from llm_service.app.chat import PreparedTurn
+from llm_service.app.chat_store import ChatMessage, ChatSession
+from llm_service.app.deps import (
+    ChatServiceDep,
+    ChatStoreDep,
+    DatabaseDep,
+    LLMDep,
+    LLMSettingsDep,
+    LLMUser,
+    PromptsDep,
+)
+from llm_service.app.models import provider_models
+from llm_service.app.schemas import (
+    ChatMessageRead,
+    ChatSessionCreate,
+    ChatSessionDetail,
+    ChatSessionList,
+    ChatSessionRead,
+    ChatSessionUpdate,
+    MessageCreate,
+    MessageReply,
+    ModelInfo,
+    ModelList,
+    ReplyRetry,
+    TextTaskRequest,
+    TextTaskResult,
+    UsageReport,
+    usage_read,
+)
+from llm_service.app.sse import EventStreamResponse
+from llm_service.app.text_tasks import run_text_task
+from llm_service.app.usage import record_usage, usage_report
+
+api = APIRouter(prefix="/api/v1", tags=["llm"])
+openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+MESSAGE_REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`{message, usage}`; with `stream: true` a `text/event-stream` of `delta`, then `done` or `error`",
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+def session_read(session: ChatSession) -> ChatSessionRead:
+    return ChatSessionRead(
+        id=session.id,
+        title=session.title,
+        model=session.model,
+        persistent=session.persistent,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        expires_at=session.expires_at,
+    )
+
+
+def message_read(message: ChatMessage) -> ChatMessageRead:
+    return ChatMessageRead.model_validate(message, from_attributes=True)
+
+
+# ---------------------------------------------------------------------------- chat sessions
+
+
+@api.post("/chat/sessions", status_code=status.HTTP_201_CREATED, response_model=ChatSessionRead)
+async def create_session(data: ChatSessionCreate, user: CurrentUser, chat: ChatServiceDep) -> ChatSessionRead:
+    return session_read(await chat.create_session(user.id, data))
+
+
+@api.get("/chat/sessions", response_model=ChatSessionList)
+async def list_sessions(
+    user: CurrentUser,
+    store: ChatStoreDep,
+    settings: LLMSettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> ChatSessionList:
+    sessions = await store.list(user.id, min(limit, settings.chat_list_max))
+    return ChatSessionList(data=[session_read(s) for s in sessions])
+
+
+@api.get("/chat/sessions/{session_id}", response_model=ChatSessionDetail)
+async def read_session(session_id: str, user: CurrentUser, store: ChatStoreDep) -> ChatSessionDetail:
+    session = await store.get(user.id, session_id)
+    messages = await store.messages(session.id)
+    return ChatSessionDetail(
+        **session_read(session).model_dump(),
+        system_prompt=session.system_prompt,
+        messages=[message_read(m) for m in messages],
+    )
+
+
+@api.patch("/chat/sessions/{session_id}", response_model=ChatSessionRead)
+async def update_session(
+    session_id: str, data: ChatSessionUpdate, user: CurrentUser, store: ChatStoreDep
+) -> ChatSessionRead:
+    title = data.title.strip() if data.title is not None else None
+    session = await store.update(user.id, session_id, title=title or None, persistent=data.persistent)
+    return session_read(session)
+
+
+@api.delete("/chat/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_session(session_id: str, user: CurrentUser, store: ChatStoreDep) -> Response:
+    await store.delete(user.id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _answer(chat: ChatServiceDep, turn: PreparedTurn, stream: bool) -> Any:
+    if stream:
+        return EventStreamResponse(await chat.open_reply_stream(turn))
+    message, usage = await chat.reply(turn)
+    return MessageReply(message=message_read(message), usage=usage_read(usage))
+
+
+@api.post("/chat/sessions/{session_id}/messages", response_model=MessageReply, responses=MESSAGE_REPLY_RESPONSES)
+async def send_message(session_id: str, data: MessageCreate, user: LLMUser, chat: ChatServiceDep) -> Any:
+    """Store the user's message, then answer it (``stream: true``: as server-sent events)."""
+    turn = await chat.post_message(user.id, session_id, data.content, data.record_ids)
+    return await _answer(chat, turn, data.stream)
+
+
+@api.post("/chat/sessions/{session_id}/retry", response_model=MessageReply, responses=MESSAGE_REPLY_RESPONSES)
+async def retry_reply(session_id: str, data: ReplyRetry, user: LLMUser, chat: ChatServiceDep) -> Any:
+    """Answer the last user message again, after its reply failed or was cut short."""
+    turn = await chat.prepare_retry(user.id, session_id, data.record_ids)
+    return await _answer(chat, turn, data.stream)
+
+
+# ---------------------------------------------------------------------------- text tasks, models, usage
+
+
+@api.post("/text/{task}", response_model=TextTaskResult)
+async def text_task(
+    task: str,
+    data: TextTaskRequest,
+    user: LLMUser,
+    llm: LLMDep,
+    prompts: PromptsDep,
+    settings: LLMSettingsDep,
+    db: DatabaseDep,
+) -> TextTaskResult:
+    """``summarize`` / ``polish`` → text, ``title`` → one line, ``tags`` → a list of tags."""
+    outcome = await run_text_task(llm, prompts, settings, task, data.text, data.language)
+    await record_usage(db, user.id, outcome.call.model, f"text:{task}", outcome.usage)
+    return TextTaskResult(result=outcome.result)
+
+
+@api.get("/models", response_model=ModelList)
+async def list_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> ModelList:
+    models = await provider_models(llm, redis, settings.models_cache_seconds)
+    return ModelList(data=[ModelInfo.model_validate(m) for m in models], default_model=llm.model)
+
+
+@api.get("/usage", response_model=UsageReport)
+async def my_usage(user: CurrentUser, db: DatabaseDep, days: Annotated[int, Query(ge=1, le=366)] = 30) -> UsageReport:
+    """The caller's token usage by day and model over the last ``days`` days."""
+    return await usage_report(db, user.id, days)
+
+
+# ---------------------------------------------------------------------------- OpenAI-compatible
+
+
+@openai_api.post("/chat/completions")
+async def chat_completions(body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep) -> Any:
+    """OpenAI ``/chat/completions`` with our access token as the API key; ``stream`` included."""
+    checked = openai_compat.check_chat_body(body)
+    if checked.get("stream"):
+        return EventStreamResponse(await openai_compat.open_stream(llm, db, user.id, checked))
+    return await openai_compat.complete(llm, db, user.id, checked)
+
+
+@openai_api.get("/models")
+async def openai_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> dict[str, Any]:
+    return {"object": "list", "data": await provider_models(llm, redis, settings.models_cache_seconds)}

@@ -1,5 +1,179 @@
-"""HTTP routes of mobile_service. Records, sync and publishing arrive with the records issue."""
+"""HTTP routes of mobile_service (SPEC §6). Thin: validate, call the logic modules, shape the answer."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter(prefix="/api/v1", tags=["records"])
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+
+from common.deps import CurrentUser, SessionDep
+from common.errors import BadRequest
+from mobile_service.app import ai_actions, crud, records, sync
+from mobile_service.app.config import MobileSettings
+from mobile_service.app.schemas import (
+    PAGE_MAX,
+    AiResult,
+    AiTask,
+    PublicRecord,
+    RecordCreate,
+    RecordPage,
+    RecordRead,
+    RecordUpdate,
+    SyncChanges,
+    SyncPush,
+    SyncPushResults,
+)
+
+records_router = APIRouter(prefix="/api/v1/records", tags=["records"])
+sync_router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
+public_router = APIRouter(prefix="/api/v1/public", tags=["public"])
+
+RecordId = Annotated[str, Path(max_length=64, description="The record's UUID")]
+SORT_PATTERN = r"^-?(updated_at|created_at|title)$"
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+
+def settings_of(request: Request) -> MobileSettings:
+    return request.app.state.settings
+
+
+def etag(record: RecordRead) -> str:
+    return f'"{record.version}"'
+
+
+def expected_version(body_version: int | None, if_match: str | None) -> int | None:
+    """The version a change is based on: ``version`` in the body, else ``If-Match`` (``"3"``)."""
+    if body_version is not None:
+        return body_version
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _IF_MATCH.match(if_match)
+    if match is None:
+        raise BadRequest('If-Match must carry the record version, e.g. If-Match: "3"')
+    return int(match.group(1))
+
+
+@records_router.post("", status_code=status.HTTP_201_CREATED, response_model=RecordRead)
+async def create_record(data: RecordCreate, user: CurrentUser, session: SessionDep, response: Response) -> RecordRead:
+    record = await records.create_record(session, user.id, data)
+    response.headers["ETag"] = etag(record)
+    return record
+
+
+@records_router.get("", response_model=RecordPage)
+async def list_records(
+    user: CurrentUser,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Full-text search over title and content")] = None,
+    pinned: bool | None = None,
+    sort: Annotated[str, Query(pattern=SORT_PATTERN, description="Ignored by q (results are ranked)")] = "-updated_at",
+) -> RecordPage:
+    filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
+    if q and q.strip():
+        page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
+    else:
+        page = await crud.list_page(session, filters, offset=offset, limit=limit, sort=sort)
+    total = page["total_count"]
+    return RecordPage(data=page["data"], total_count=total, has_more=offset + limit < total, offset=offset, limit=limit)
+
+
+@records_router.get("/{record_id}", response_model=RecordRead)
+async def read_record(record_id: RecordId, user: CurrentUser, session: SessionDep, response: Response) -> RecordRead:
+    record = await records.read_live(session, user.id, record_id)
+    response.headers["ETag"] = etag(record)
+    return record
+
+
+@records_router.patch("/{record_id}", response_model=RecordRead)
+async def update_record(
+    record_id: RecordId,
+    data: RecordUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+    if_match: Annotated[str | None, Header(max_length=64)] = None,
+) -> RecordRead:
+    version = expected_version(data.version, if_match)
+    record = await records.update_record(session, user.id, record_id, data.changes(), version)
+    response.headers["ETag"] = etag(record)
+    return record
+
+
+@records_router.delete("/{record_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_record(
+    record_id: RecordId,
+    user: CurrentUser,
+    session: SessionDep,
+    if_match: Annotated[str | None, Header(max_length=64)] = None,
+) -> Response:
+    await records.delete_record(session, user.id, record_id, expected_version(None, if_match))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@records_router.post("/{record_id}/publish", response_model=RecordRead, summary="Publish with an unguessable slug")
+async def publish(record_id: RecordId, user: CurrentUser, session: SessionDep, request: Request) -> RecordRead:
+    slug_bytes = settings_of(request).publish_slug_bytes
+    return await records.set_published(session, user.id, record_id, True, slug_bytes)
+
+
+@records_router.delete("/{record_id}/publish", response_model=RecordRead, summary="Make private again")
+async def unpublish(record_id: RecordId, user: CurrentUser, session: SessionDep) -> RecordRead:
+    return await records.set_published(session, user.id, record_id, False)
+
+
+@records_router.post("/{record_id}/ai/{task}", response_model=AiResult, summary="Summarise, tag, title or polish")
+async def ai_action(
+    record_id: RecordId,
+    task: AiTask,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    apply: Annotated[bool, Query(description="tags/title: apply the suggestion to the record")] = False,
+    language: Annotated[str | None, Query(max_length=32)] = None,
+) -> AiResult:
+    settings = settings_of(request)
+    client = request.app.state.clients["llm_service"]
+    return await ai_actions.run(
+        session,
+        client,
+        user,
+        record_id,
+        task,
+        apply=apply,
+        language=language,
+        timeout=settings.ai_timeout_seconds,
+    )
+
+
+@public_router.get("/records/{slug}", response_model=PublicRecord, summary="A published record (no auth)")
+async def public_record(
+    slug: Annotated[str, Path(max_length=64)], session: SessionDep, response: Response
+) -> PublicRecord:
+    record = await records.get_public(session, slug)
+    response.headers["Cache-Control"] = "no-cache"
+    return record
+
+
+@sync_router.get("/changes", response_model=SyncChanges)
+async def sync_changes(
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=500)] = None,
+) -> SyncChanges:
+    settings = settings_of(request)
+    size = min(limit or settings.sync_page_default, settings.sync_page_max)
+    return await sync.changes(session, settings.secret_key, user.id, cursor, size)
+
+
+@sync_router.post("/push", response_model=SyncPushResults)
+async def sync_push(data: SyncPush, user: CurrentUser, session: SessionDep) -> SyncPushResults:
+    return SyncPushResults(results=await sync.push(session, user.id, data.changes))
+
+
+routers: list[APIRouter] = [records_router, sync_router, public_router]

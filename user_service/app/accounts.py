@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -20,14 +19,15 @@ from common.config import Settings
 from common.errors import Conflict, Forbidden, InvalidToken, NotFound, RateLimited
 from common.models.user import ROLE_ADMIN, ROLE_USER, User
 from common.security import (
+    ROTATED,
     TokenUser,
     decode_token,
     encode_token,
     hash_password,
-    is_revoked,
+    mark_rotated,
+    revocation_reason,
     revoke_jti,
     revoke_user_tokens,
-    revoked_jti_key,
     verify_password,
 )
 from user_service.app import crud
@@ -110,15 +110,14 @@ async def rotate_refresh_token(
     """Trade a refresh token for a new pair. A refresh token used twice means it leaked:
     every token of that user is revoked."""
     claims = decode_token(settings, refresh_token, "refresh")
-    if await is_revoked(redis, claims):
+    reason = await revocation_reason(redis, claims)
+    if reason == ROTATED or (reason is None and not await mark_rotated(redis, claims.jti, claims.exp)):
+        # Used before (or right now by a concurrent request): the token leaked.
         await revoke_user_tokens(redis, settings, claims.sub)
         logger.warning("refresh token reuse detected for user %s; all tokens revoked", claims.sub)
         raise InvalidToken("Refresh token was already used; please sign in again")
-    ttl = max(1, claims.exp - int(time.time()) + 1)
-    first_use = await redis.set(revoked_jti_key(claims.jti), "1", ex=ttl, nx=True)
-    if not first_use:  # a concurrent refresh with the same token won the race
-        await revoke_user_tokens(redis, settings, claims.sub)
-        raise InvalidToken("Refresh token was already used; please sign in again")
+    if reason is not None:  # logged out, or issued before a password change / deactivation
+        raise InvalidToken("Refresh token has been revoked")
     user = await crud.get_user(session, claims.sub)
     if user is None or not user.is_active:
         raise InvalidToken("Account no longer active")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Body, Form, Query, Request, Response, status
 
 from common.deps import AdminUser, CurrentUser, RedisDep, SessionDep, SettingsDep, client_address
 from user_service.app import accounts
@@ -15,6 +14,7 @@ from user_service.app.schemas import (
     LogoutRequest,
     PasswordChange,
     RefreshRequest,
+    TokenForm,
     TokenPair,
     UserAdminUpdate,
     UserCreate,
@@ -36,7 +36,7 @@ async def register(data: UserCreate, session: SessionDep) -> UserRead:
 
 @auth.post("/token", response_model=TokenPair, summary="Log in with the OAuth2 password form")
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     request: Request,
     session: SessionDep,
     redis: RedisDep,

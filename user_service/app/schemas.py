@@ -50,9 +50,27 @@ class PasswordChange(BaseModel):
     new_password: Password
 
 
+# Login inputs are capped (not pattern-checked): a wrong-but-short name still gets the one
+# "incorrect username or password" answer, an oversized one a 422 before any hashing.
+LoginName = Annotated[str, Field(min_length=1, max_length=64)]
+LoginPassword = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class LoginRequest(BaseModel):
-    username: Annotated[str, Field(min_length=1, max_length=64)]
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    username: LoginName
+    password: LoginPassword
+
+
+class TokenForm(BaseModel):
+    """The OAuth2 password form of ``POST /auth/token`` (the fields of FastAPI's
+    ``OAuth2PasswordRequestForm``, with length caps)."""
+
+    grant_type: Annotated[str, Field(pattern=r"^password$")] | None = None
+    username: LoginName
+    password: LoginPassword
+    scope: Annotated[str, Field(max_length=1024)] = ""
+    client_id: Annotated[str, Field(max_length=256)] | None = None
+    client_secret: Annotated[str, Field(max_length=256)] | None = None
 
 
 class RefreshRequest(BaseModel):

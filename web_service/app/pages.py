@@ -1,15 +1,133 @@
-"""Pages of the web app. The full web app arrives with the web_service issue."""
+"""Pages of the web app: sign-up, sign-in, sign-out, the app shell, the language toggle and the
+editor's Markdown preview. The app itself is ``res/static/app.js`` talking to ``/api/v1``."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request
+
+from common.errors import AppError, BadRequest, NotAuthenticated
+from web_service.app import auth
+from web_service.app.i18n import LANG_COOKIE, LANGUAGES, normalise_language
+from web_service.app.markdown_render import render_markdown
 
 pages = Blueprint("pages", __name__)
 
+MAX_PREVIEW_CHARS = 100_000
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: ``//evil`` and ``https://evil`` become ``/``."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def _readable(detail: Any) -> str:
+    if isinstance(detail, list):  # FastAPI's validation list
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                field = ".".join(str(p) for p in item.get("loc", [])[1:]) or "input"
+                parts.append(f"{field}: {item.get('msg', 'invalid')}")
+        return "; ".join(parts) or "Invalid input"
+    return str(detail)
+
+
+def _form_page(template: str, status: int = 200, **context: Any) -> Response:
+    session = auth.ensure_session()
+    response = make_response(render_template(template, csrf_token=session.csrf_token, **context), status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
 
 @pages.get("/")
-def index() -> tuple[str, int, dict[str, str]]:
-    return (
-        "<!doctype html><meta charset=utf-8><title>Smart Record Assistant</title>"
-        "<h1>Smart Record Assistant</h1><p>The web app is being built; the API services are up.</p>",
-        200,
-        {"Content-Type": "text/html; charset=utf-8"},
+def index() -> Response:
+    session = auth.current_session()
+    if session is None or not session.signed_in:
+        return redirect("/login", code=303)
+    response = make_response(
+        render_template("app.html", csrf_token=session.csrf_token, username=session.username or "")
     )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@pages.get("/login")
+def login_form() -> Response:
+    session = auth.current_session()
+    if session is not None and session.signed_in:
+        return redirect(_safe_next(request.args.get("next")), code=303)
+    return _form_page("login.html", next=_safe_next(request.args.get("next")))
+
+
+@pages.post("/login")
+def login_submit() -> Response:
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    target = _safe_next(request.form.get("next"))
+    if not username or not password:
+        return _form_page("login.html", 400, error_key="error.missing_fields", username=username, next=target)
+    try:
+        auth.sign_in(username, password)
+    except AppError as exc:
+        if exc.status_code >= 500:
+            raise
+        key = "error.rate_limited" if exc.status_code == 429 else "error.bad_credentials"
+        response = _form_page("login.html", exc.status_code, error_key=key, username=username, next=target)
+        response.headers.update(exc.headers)
+        return response
+    return redirect(target, code=303)
+
+
+@pages.get("/register")
+def register_form() -> Response:
+    return _form_page("register.html")
+
+
+@pages.post("/register")
+def register_submit() -> Response:
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    email = request.form.get("email", "").strip() or None
+    if not username or not password:
+        return _form_page("register.html", 400, error_key="error.missing_fields", username=username)
+    try:
+        auth.user_api().register(username, password, email=email, request_id=auth.request_id())
+        auth.sign_in(username, password)
+    except AppError as exc:
+        if exc.status_code >= 500:
+            raise
+        return _form_page("register.html", exc.status_code, error=_readable(exc.detail), username=username)
+    return redirect("/", code=303)
+
+
+@pages.post("/logout")
+def logout() -> Response:
+    auth.sign_out()
+    return redirect("/login", code=303)
+
+
+@pages.get("/lang/<code>")
+def choose_language(code: str) -> Response:
+    lang = normalise_language(code)
+    if lang not in LANGUAGES:
+        raise BadRequest(f"Unknown language; choose one of {', '.join(LANGUAGES)}")
+    response = redirect(_safe_next(request.args.get("next")), code=303)
+    response.set_cookie(LANG_COOKIE, str(lang), max_age=365 * 86400, path="/", samesite="Lax")
+    return response
+
+
+@pages.post("/web/preview")
+def preview() -> Response:
+    """The editor's preview: the same renderer and sanitiser as the public pages."""
+    session = auth.current_session()
+    if session is None or not session.signed_in:
+        raise NotAuthenticated("Sign in first")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("markdown"), str):
+        raise BadRequest('Send {"markdown": "..."}')
+    if len(body["markdown"]) > MAX_PREVIEW_CHARS:
+        raise BadRequest(f"Markdown is limited to {MAX_PREVIEW_CHARS} characters")
+    return jsonify({"html": render_markdown(body["markdown"])})

@@ -1,0 +1,46 @@
+"""image_service settings: storage, upload limits, thumbnails and the generation workers."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from common.config import REPO_ROOT, Settings
+
+# Room for the multipart boundaries, part headers and the small ``record_id`` field.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class ImageSettings(Settings):
+    """image_service keys on top of the shared ones (SPEC §2, §8)."""
+
+    image_storage_dir: str = str(REPO_ROOT / "data" / "images")
+    image_max_bytes: int = 10 * 1024 * 1024
+    # Decoded size cap (width × height): refuses decompression bombs before any pixel is decoded.
+    image_max_pixels: int = 40_000_000
+    upload_chunk_bytes: int = 64 * 1024
+    thumbnail_max_side: int = 320
+    cache_max_age_private_seconds: int = 3600
+    # Short on purpose: a shared cache must stop serving an image soon after its record is unpublished.
+    cache_max_age_public_seconds: int = 60
+
+    # Image generation (SPEC §8). The provider keys are the same as llm_service's.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    image_model: str = "dall-e-3"
+    image_default_size: str = "1024x1024"
+    provider_timeout_seconds: float = 120.0
+    generation_max_tasks: int = 2  # tasks one process works on at once
+    generation_max_calls: int = 4  # provider calls one process makes at once
+    generation_max_attempts: int = 3  # per result
+    generation_backoff_seconds: float = 0.5  # first retry delay, doubled on each attempt
+    generation_lease_seconds: float = 30.0  # a dead worker's claim expires after this
+    generation_poll_seconds: float = 1.0
+    generation_worker_id: str | None = None  # default: "<hostname>:<port>"
+    generation_workers_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _fit_body_limit_to_uploads(self) -> ImageSettings:
+        # The factory's generic body limit must let a maximal upload (plus multipart framing)
+        # through; the upload parser then enforces IMAGE_MAX_BYTES on the file part itself.
+        self.max_body_bytes = max(self.max_body_bytes, self.image_max_bytes + MULTIPART_OVERHEAD_BYTES)
+        return self

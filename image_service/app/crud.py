@@ -1,0 +1,216 @@
+"""Data access of image_service: images, generation tasks and results, and the one read of the
+shared ``records`` table. Every query of user data carries its owner in the WHERE clause."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import String, cast, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.database import utcnow
+from common.models.image import (
+    RESULT_CANCELLED,
+    RESULT_PENDING,
+    RESULT_RUNNING,
+    TASK_CANCELLED,
+    TASK_UNFINISHED,
+    GenerationResult,
+    GenerationTask,
+    Image,
+)
+from common.models.record import VISIBILITY_PUBLIC, Record
+
+# Ids are server-made UUIDs (or client UUIDs for records): anything else cannot exist.
+ID_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,36}$")
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(ID_PATTERN.match(value))
+
+
+# ---------------------------------------------------------------- images
+
+
+async def get_image(session: AsyncSession, image_id: str) -> Image | None:
+    if not is_valid_id(image_id):
+        return None
+    return await session.get(Image, image_id)
+
+
+async def get_owned_image(session: AsyncSession, owner_id: str, image_id: str) -> Image | None:
+    if not is_valid_id(image_id):
+        return None
+    result = await session.execute(select(Image).where(Image.id == image_id, Image.owner_id == owner_id))
+    return result.scalar_one_or_none()
+
+
+async def find_by_source_hash(session: AsyncSession, owner_id: str, source_sha256: str) -> Image | None:
+    result = await session.execute(
+        select(Image).where(Image.owner_id == owner_id, Image.source_sha256 == source_sha256)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_images(session: AsyncSession, owner_id: str, offset: int, limit: int) -> tuple[list[Image], int]:
+    total = await session.scalar(select(func.count()).select_from(Image).where(Image.owner_id == owner_id))
+    rows = await session.execute(
+        select(Image)
+        .where(Image.owner_id == owner_id)
+        .order_by(Image.created_at.desc(), Image.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows.scalars()), int(total or 0)
+
+
+# ---------------------------------------------------------------- records (read-only, shared table)
+
+
+async def record_is_owned(session: AsyncSession, owner_id: str, record_id: str) -> bool:
+    """The record exists, is not deleted and belongs to ``owner_id``."""
+    if not is_valid_id(record_id):
+        return False
+    found = await session.execute(
+        select(Record.id).where(Record.id == record_id, Record.owner_id == owner_id, Record.deleted_at.is_(None))
+    )
+    return found.first() is not None
+
+
+async def is_published_attachment(session: AsyncSession, image: Image) -> bool:
+    """Is the image attached to a public, non-deleted record of the image's own owner?
+
+    The JSON ``attachments`` list is matched as text (portable across SQLite and PostgreSQL; the
+    id is a validated UUID, so it holds no LIKE wildcard), then confirmed on the decoded list.
+    """
+    if not is_valid_id(image.id):
+        return False
+    rows = await session.execute(
+        select(Record.attachments).where(
+            Record.owner_id == image.owner_id,
+            Record.visibility == VISIBILITY_PUBLIC,
+            Record.deleted_at.is_(None),
+            cast(Record.attachments, String).like(f'%"{image.id}"%'),
+        )
+    )
+    return any(image.id in (attachments or []) for (attachments,) in rows)
+
+
+# ---------------------------------------------------------------- generation tasks
+
+
+async def get_owned_task(session: AsyncSession, owner_id: str, task_id: str) -> GenerationTask | None:
+    if not is_valid_id(task_id):
+        return None
+    result = await session.execute(
+        select(GenerationTask).where(GenerationTask.id == task_id, GenerationTask.owner_id == owner_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_tasks(session: AsyncSession, owner_id: str, offset: int, limit: int) -> tuple[list[GenerationTask], int]:
+    total = await session.scalar(
+        select(func.count()).select_from(GenerationTask).where(GenerationTask.owner_id == owner_id)
+    )
+    rows = await session.execute(
+        select(GenerationTask)
+        .where(GenerationTask.owner_id == owner_id)
+        .order_by(GenerationTask.created_at.desc(), GenerationTask.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows.scalars()), int(total or 0)
+
+
+async def results_of(session: AsyncSession, task_ids: list[str]) -> dict[str, list[GenerationResult]]:
+    grouped: dict[str, list[GenerationResult]] = {task_id: [] for task_id in task_ids}
+    if not task_ids:
+        return grouped
+    rows = await session.execute(
+        select(GenerationResult)
+        .where(GenerationResult.task_id.in_(task_ids))
+        .order_by(GenerationResult.task_id, GenerationResult.index)
+    )
+    for result in rows.scalars():
+        grouped[result.task_id].append(result)
+    return grouped
+
+
+async def get_result(session: AsyncSession, task_id: str, index: int) -> GenerationResult | None:
+    result = await session.execute(
+        select(GenerationResult).where(GenerationResult.task_id == task_id, GenerationResult.index == index)
+    )
+    return result.scalar_one_or_none()
+
+
+async def cancel_task(session: AsyncSession, task: GenerationTask) -> None:
+    """Mark the task and its unfinished results cancelled. The worker holding the lease sees it on
+    its next heartbeat and stops its in-flight calls; a call that still returns is discarded."""
+    now = utcnow()
+    await session.execute(
+        update(GenerationTask)
+        .where(GenerationTask.id == task.id, GenerationTask.status.in_(TASK_UNFINISHED))
+        .values(status=TASK_CANCELLED, updated_at=now, finished_at=now)
+    )
+    await session.execute(
+        update(GenerationResult)
+        .where(GenerationResult.task_id == task.id, GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)))
+        .values(status=RESULT_CANCELLED, error="cancelled")
+    )
+
+
+# ---------------------------------------------------------------- leases (workers)
+
+
+async def claimable_task_ids(session: AsyncSession, now: datetime, limit: int) -> list[str]:
+    rows = await session.execute(
+        select(GenerationTask.id)
+        .where(
+            GenerationTask.status.in_(TASK_UNFINISHED),
+            (GenerationTask.lease_expires_at.is_(None)) | (GenerationTask.lease_expires_at < now),
+        )
+        .order_by(GenerationTask.created_at)
+        .limit(limit)
+    )
+    return [row[0] for row in rows]
+
+
+async def try_claim(session: AsyncSession, task_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
+    """Compare-and-set claim: wins only if nobody holds a live lease (safe across replicas)."""
+    result = await session.execute(
+        update(GenerationTask)
+        .where(
+            GenerationTask.id == task_id,
+            GenerationTask.status.in_(TASK_UNFINISHED),
+            (GenerationTask.lease_expires_at.is_(None)) | (GenerationTask.lease_expires_at < now),
+        )
+        .values(lease_owner=worker_id, lease_expires_at=until)
+    )
+    await session.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def renew_lease(session: AsyncSession, task_id: str, worker_id: str, until: datetime) -> bool:
+    result = await session.execute(
+        update(GenerationTask)
+        .where(
+            GenerationTask.id == task_id,
+            GenerationTask.lease_owner == worker_id,
+            GenerationTask.status.in_(TASK_UNFINISHED),
+        )
+        .values(lease_expires_at=until)
+    )
+    await session.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def release_own_leases(session: AsyncSession, worker_id: str) -> int:
+    """At start-up: leases held under this worker's id belong to its dead predecessor."""
+    result = await session.execute(
+        update(GenerationTask)
+        .where(GenerationTask.lease_owner == worker_id, GenerationTask.status.in_(TASK_UNFINISHED))
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    await session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,44 @@
+"""Typed dependencies of image_service, declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+
+from common.errors import ServiceUnavailable
+from common.security import TokenUser, bearer_scheme, current_user
+from image_service.app.config import ImageSettings
+from image_service.app.storage import ImageStorage
+from image_service.app.workers import GenerationWorkers
+
+
+def get_storage(request: Request) -> ImageStorage:
+    return request.app.state.storage
+
+
+def get_image_settings(request: Request) -> ImageSettings:
+    return request.app.state.settings
+
+
+def get_workers(request: Request) -> GenerationWorkers | None:
+    return getattr(request.app.state, "generation_workers", None)
+
+
+async def optional_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> TokenUser | None:
+    """The caller when a bearer token is sent (a bad token is still a 401), else None: published
+    images are readable without a token."""
+    if credentials is None:
+        return None
+    if getattr(request.app.state, "redis", None) is None:
+        raise ServiceUnavailable("Redis is not configured; set REDIS_URL")
+    return await current_user(request, credentials)
+
+
+StorageDep = Annotated[ImageStorage, Depends(get_storage)]
+ImageSettingsDep = Annotated[ImageSettings, Depends(get_image_settings)]
+WorkersDep = Annotated[GenerationWorkers | None, Depends(get_workers)]
+OptionalUser = Annotated[TokenUser | None, Depends(optional_user)]

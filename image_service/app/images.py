@@ -1,0 +1,180 @@
+"""Image logic: accept an upload or a generated file, serve, list, delete.
+
+Routes call these; data access is in ``crud``, bytes go through the ``ImageStorage`` interface,
+pixels through ``processing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.errors import NotFound
+from common.models.image import IMAGE_ORIGIN_GENERATED, IMAGE_ORIGIN_UPLOAD, Image
+from image_service.app import crud
+from image_service.app.config import ImageSettings
+from image_service.app.processing import THUMBNAIL_EXTENSION, THUMBNAIL_MIME, CleanImage, clean_image, make_thumbnail
+from image_service.app.storage import ImageStorage, new_key
+from image_service.app.uploads import ReceivedUpload
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """An image someone may read, and whether it is readable by anyone (published)."""
+
+    image: Image
+    public: bool
+
+
+def content_etag(image: Image) -> str:
+    return f'"{image.sha256}"'
+
+
+def thumbnail_etag(image: Image, max_side: int) -> str:
+    return f'"{image.sha256[:40]}-t{max_side}"'
+
+
+def thumbnail_key(image: Image) -> str:
+    return new_key("thumbnails", THUMBNAIL_EXTENSION, image.id)
+
+
+async def _store_clean(
+    storage: ImageStorage, settings: ImageSettings, source: Path, image_id: str
+) -> tuple[CleanImage, str]:
+    """Re-encode ``source`` into the store under a server-made key."""
+    target = storage.temp_file()
+    try:
+        clean = await asyncio.to_thread(clean_image, source, target, settings.image_max_pixels)
+        key = new_key("originals", clean.extension, image_id)
+        await storage.put_file(key, target)
+    finally:
+        target.unlink(missing_ok=True)
+    return clean, key
+
+
+async def store_upload(
+    session: AsyncSession,
+    storage: ImageStorage,
+    settings: ImageSettings,
+    owner_id: str,
+    upload: ReceivedUpload,
+) -> tuple[Image, bool]:
+    """Accept an upload; returns (image, created). The same bytes uploaded again by the same owner
+    return the existing image (created = False)."""
+    existing = await crud.find_by_source_hash(session, owner_id, upload.sha256)
+    if existing is not None:
+        return existing, False
+    record_id = upload.fields.get("record_id") or None
+    if record_id and not await crud.record_is_owned(session, owner_id, record_id):
+        raise NotFound("Record not found")
+    await session.commit()  # end the read transaction: no connection held while Pillow works
+    image_id = str(uuid.uuid4())
+    clean, key = await _store_clean(storage, settings, upload.path, image_id)
+    image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_UPLOAD, source_sha256=upload.sha256)
+    image.record_id = record_id
+    session.add(image)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The same bytes raced in through a concurrent request: keep the first, drop ours.
+        await session.rollback()
+        await storage.delete(key)
+        existing = await crud.find_by_source_hash(session, owner_id, upload.sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return image, True
+
+
+def _image_row(
+    image_id: str, owner_id: str, clean: CleanImage, key: str, *, origin: str, source_sha256: str | None
+) -> Image:
+    return Image(
+        id=image_id,
+        owner_id=owner_id,
+        origin=origin,
+        mime=clean.mime,
+        width=clean.width,
+        height=clean.height,
+        size=clean.size,
+        sha256=clean.sha256,
+        source_sha256=source_sha256,
+        storage_key=key,
+    )
+
+
+async def store_generated(
+    storage: ImageStorage, settings: ImageSettings, owner_id: str, source: Path, task_id: str
+) -> tuple[Image, str]:
+    """Clean and store provider bytes as an ordinary image of the owner (the caller adds the row to
+    the same transaction that marks the result done, so a crash never leaves half of it)."""
+    image_id = str(uuid.uuid4())
+    clean, key = await _store_clean(storage, settings, source, image_id)
+    image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_GENERATED, source_sha256=None)
+    image.generation_task_id = task_id
+    return image, key
+
+
+async def owned_image(session: AsyncSession, owner_id: str, image_id: str) -> Image:
+    image = await crud.get_owned_image(session, owner_id, image_id)
+    if image is None:
+        raise NotFound("Image not found")
+    return image
+
+
+async def readable_image(session: AsyncSession, image_id: str, caller_id: str | None) -> Readable:
+    """The owner may read; anyone may while it is attached to a published record. Else 404."""
+    image = await crud.get_image(session, image_id)
+    if image is None:
+        raise NotFound("Image not found")
+    public = await crud.is_published_attachment(session, image)
+    await session.commit()  # end the read transaction before bytes are streamed
+    if public or image.owner_id == caller_id:
+        return Readable(image, public)
+    raise NotFound("Image not found")
+
+
+async def ensure_thumbnail(storage: ImageStorage, settings: ImageSettings, image: Image) -> tuple[str, str]:
+    """The thumbnail's (key, mime), made on first request and cached in the store after that."""
+    key = thumbnail_key(image)
+    if await storage.exists(key):
+        return key, THUMBNAIL_MIME
+    original = storage.temp_file()
+    target = storage.temp_file()
+    try:
+        chunks = await storage.open_chunks(image.storage_key)
+        with original.open("wb") as handle:
+            async for chunk in chunks:
+                await asyncio.to_thread(handle.write, chunk)
+        await asyncio.to_thread(make_thumbnail, original, target, settings.thumbnail_max_side)
+        await storage.put_file(key, target)  # atomic: concurrent first requests both end well
+    finally:
+        original.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+    return key, THUMBNAIL_MIME
+
+
+async def delete_image(session: AsyncSession, storage: ImageStorage, owner_id: str, image_id: str) -> None:
+    image = await owned_image(session, owner_id, image_id)
+    keys = (image.storage_key, thumbnail_key(image))
+    await session.delete(image)
+    await session.commit()
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except OSError:  # the row is gone; an orphan file is logged, not fatal
+            logger.warning("could not delete stored file %s", key, exc_info=True)
+
+
+async def discard_stored(storage: ImageStorage, key: str) -> None:
+    with contextlib.suppress(OSError):
+        await storage.delete(key)

@@ -1,0 +1,157 @@
+"""Pillow work: judge an image by its bytes, refuse bombs, normalise it, make thumbnails.
+
+Every accepted image is decoded and re-encoded by the server (never stored as sent): EXIF
+orientation is applied to the pixels, GPS data and XMP/comments (which may carry a location) are
+dropped, other EXIF and the colour profile are kept. JPEGs keep their quantisation tables, so the
+quality stays what the camera chose. Runs in a worker thread (CPU-bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import ExifTags, Image, ImageOps, ImageSequence, JpegImagePlugin, UnidentifiedImageError
+
+from common.errors import PayloadTooLarge, UnsupportedMediaType
+
+# Pillow format name → (mime, file extension). Anything else is refused with 415.
+ACCEPTED_FORMATS: dict[str, tuple[str, str]] = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+}
+THUMBNAIL_MIME = "image/webp"
+THUMBNAIL_EXTENSION = "webp"
+# What survives re-encoding from ``Image.info``: rendering hints, not metadata.
+KEPT_INFO_KEYS = ("transparency", "icc_profile", "duration", "loop", "background", "disposal")
+HASH_CHUNK_BYTES = 1024 * 1024
+
+# The pixel cap is enforced explicitly (``_open_accepted``); Pillow's own warning is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanImage:
+    """An accepted image, re-encoded into ``path``."""
+
+    path: Path
+    mime: str
+    extension: str
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_accepted(source: Path, max_pixels: int) -> Image.Image:
+    """Open by content (only the four accepted decoders are tried) and refuse bombs before decoding."""
+    try:
+        image = Image.open(source, formats=list(ACCEPTED_FORMATS))
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(f"The image has more than {max_pixels} pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedMediaType("The file is not a JPEG, PNG, WebP or GIF image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
+    frames = getattr(image, "n_frames", 1)
+    if image.width * image.height * frames > max_pixels:
+        image.close()
+        raise PayloadTooLarge(
+            f"The image decodes to {image.width}×{image.height}×{frames} pixels; the limit is {max_pixels}"
+        )
+    return image
+
+
+def _exif_without_location(image: Image.Image) -> bytes:
+    exif = image.getexif()
+    if ExifTags.Base.GPSInfo in exif:
+        del exif[ExifTags.Base.GPSInfo]
+    exif.pop(ExifTags.Base.Orientation, None)  # the pixels are already upright
+    return exif.tobytes() if len(exif) else b""
+
+
+def _save_still(original: Image.Image, fmt: str, target: Path) -> Image.Image:
+    upright = ImageOps.exif_transpose(original)
+    kept = {k: original.info[k] for k in KEPT_INFO_KEYS if k in original.info}
+    exif = _exif_without_location(upright)
+    upright.info = {}
+    params: dict[str, Any] = {k: v for k, v in kept.items() if k in ("transparency", "icc_profile")}
+    if fmt == "JPEG":
+        if upright.mode not in ("RGB", "L", "CMYK"):
+            upright = upright.convert("RGB")
+        if isinstance(original, JpegImagePlugin.JpegImageFile) and original.quantization:
+            params["qtables"] = original.quantization
+            params["subsampling"] = JpegImagePlugin.get_sampling(original)
+        else:
+            params["quality"] = 92
+        if exif:
+            params["exif"] = exif
+    elif fmt == "WEBP":
+        params["quality"] = 90
+        if exif:
+            params["exif"] = exif
+    elif fmt == "PNG":
+        params["optimize"] = False
+        if exif:
+            params["exif"] = exif
+    upright.save(target, format=fmt, **params)
+    return upright
+
+
+def _save_animation(original: Image.Image, fmt: str, target: Path) -> Image.Image:
+    frames = [frame.copy() for frame in ImageSequence.Iterator(original)]
+    params: dict[str, Any] = {k: original.info[k] for k in ("duration", "loop", "background") if k in original.info}
+    for frame in frames:
+        frame.info = {k: v for k, v in frame.info.items() if k in ("transparency", "duration", "disposal")}
+    frames[0].save(target, format=fmt, save_all=True, append_images=frames[1:], **params)
+    return frames[0]
+
+
+def clean_image(source: Path, target: Path, max_pixels: int) -> CleanImage:
+    """Validate ``source`` and write its cleaned re-encoding to ``target``.
+
+    Raises 415 for anything that is not an accepted, decodable image and 413 for bombs."""
+    with _open_accepted(source, max_pixels) as original:
+        fmt = original.format or ""
+        mime, extension = ACCEPTED_FORMATS[fmt]
+        try:
+            original.load()
+            animated = getattr(original, "n_frames", 1) > 1
+            saved = _save_animation(original, fmt, target) if animated else _save_still(original, fmt, target)
+        except Image.DecompressionBombError as exc:
+            raise PayloadTooLarge(f"The image has more than {max_pixels} pixels") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
+        width, height = saved.size
+    return CleanImage(
+        path=target,
+        mime=mime,
+        extension=extension,
+        width=width,
+        height=height,
+        size=target.stat().st_size,
+        sha256=file_sha256(target),
+    )
+
+
+def make_thumbnail(source: Path, target: Path, max_side: int) -> None:
+    """A WebP no larger than ``max_side`` on either side, from the first frame."""
+    with Image.open(source) as image:
+        image.seek(0)
+        frame = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P", "PA") else "RGB")
+        frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        frame.save(target, format="WEBP", quality=80, method=4)

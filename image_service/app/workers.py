@@ -1,0 +1,361 @@
+"""In-process generation workers (SPEC §8): durable, bounded, resumable.
+
+Each process runs one ``GenerationWorkers``: a loop that claims unfinished tasks from the database
+with a compare-and-set lease (``lease_owner``/``lease_expires_at``), so several replicas never work
+the same task, and a task whose worker died is picked up again once its lease expires (at once by
+the same worker id after a restart). While a task runs, a heartbeat renews the lease and notices a
+cancel made through any replica. Each result is its own provider call, retried with backoff, and
+fails alone; provider calls are bounded per process by a semaphore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.database import Database, utcnow
+from common.errors import AppError
+from common.models.image import (
+    RESULT_CANCELLED,
+    RESULT_FAILED,
+    RESULT_PENDING,
+    RESULT_RUNNING,
+    RESULT_SUCCEEDED,
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_PARTIAL,
+    TASK_PENDING,
+    TASK_RUNNING,
+    TASK_SUCCEEDED,
+    TASK_UNFINISHED,
+    GenerationResult,
+    GenerationTask,
+)
+from image_service.app import crud
+from image_service.app.config import ImageSettings
+from image_service.app.images import discard_stored, store_generated
+from image_service.app.provider import ImageProvider, ProviderError
+from image_service.app.storage import ImageStorage
+
+logger = logging.getLogger(__name__)
+
+# Progress counts results that reached an outcome; cancelled ones did not.
+DONE_RESULTS = (RESULT_SUCCEEDED, RESULT_FAILED)
+MAX_ERROR_CHARS = 500
+MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+def default_worker_id(settings: ImageSettings) -> str:
+    """Stable across restarts of one replica, distinct between replicas (host and port)."""
+    return settings.generation_worker_id or f"{socket.gethostname()}:{settings.port}"
+
+
+class LeaseLost(Exception):
+    """Another worker holds the task now; stop without touching it."""
+
+
+class GenerationWorkers:
+    """The claim loop and the tasks this process is working on."""
+
+    def __init__(self, db: Database, storage: ImageStorage, provider: ImageProvider, settings: ImageSettings) -> None:
+        self.db = db
+        self.storage = storage
+        self.provider = provider
+        self.settings = settings
+        self.worker_id = default_worker_id(settings)
+        self.calls = asyncio.Semaphore(settings.generation_max_calls)
+        self.wake = asyncio.Event()
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self.db.session() as session:
+            released = await crud.release_own_leases(session, self.worker_id)
+        if released:
+            logger.info("resuming %d generation task(s) left by a previous run of %s", released, self.worker_id)
+        self._loop = asyncio.create_task(self._claim_loop(), name="generation-claim-loop")
+
+    def notify(self) -> None:
+        """New work was created here: claim it now instead of on the next poll."""
+        self.wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, stop the running tasks and hand their leases back for the next start."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        runs = list(self.active.values())
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+        async with self.db.session() as session:
+            await crud.release_own_leases(session, self.worker_id)
+
+    # ------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                await self._claim_available()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup must not kill the loop
+                logger.exception("claiming generation tasks failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.generation_poll_seconds)
+            self.wake.clear()
+
+    async def _claim_available(self) -> None:
+        free = self.settings.generation_max_tasks - len(self.active)
+        if free <= 0:
+            return
+        now = utcnow()
+        async with self.db.session() as session:
+            candidates = await crud.claimable_task_ids(session, now, free + len(self.active))
+            for task_id in candidates:
+                if free <= 0:
+                    break
+                if task_id in self.active:
+                    continue
+                if await crud.try_claim(session, task_id, self.worker_id, now, self.lease_until()):
+                    free -= 1
+                    self.active[task_id] = asyncio.create_task(self._run(task_id), name=f"generation-{task_id}")
+
+    def lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.settings.generation_lease_seconds)
+
+    async def _run(self, task_id: str) -> None:
+        try:
+            await TaskRun(self, task_id).run()
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost:
+            logger.warning("lost the lease of generation task %s; leaving it to its new worker", task_id)
+        except Exception:
+            logger.exception("generation task %s failed unexpectedly; its lease will expire", task_id)
+        finally:
+            self.active.pop(task_id, None)
+            self.wake.set()
+
+
+class TaskRun:
+    """Works one claimed task to its end (or until cancelled / the lease is lost)."""
+
+    def __init__(self, workers: GenerationWorkers, task_id: str) -> None:
+        self.workers = workers
+        self.settings = workers.settings
+        self.db = workers.db
+        self.task_id = task_id
+        self.owner_id = ""
+        self.prompt = ""
+        self.size = ""
+        self.result_runs: list[asyncio.Task[None]] = []
+        self.lease_lost = False
+
+    async def run(self) -> None:
+        pending = await self._begin()
+        if pending is None:
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.task_id}")
+        try:
+            self.result_runs = [
+                asyncio.create_task(self._work_result(index, attempts), name=f"result-{self.task_id}-{index}")
+                for index, attempts in pending
+            ]
+            await asyncio.gather(*self.result_runs, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        if self.lease_lost:
+            raise LeaseLost(self.task_id)
+        await self._finish()
+
+    async def _begin(self) -> list[tuple[int, int]] | None:
+        """Mark the task running; results a dead worker left ``running`` go back to ``pending``.
+        Returns (index, attempts so far) of the results to work, or None when there is nothing to do."""
+        async with self.db.session() as session:
+            task = await session.get(GenerationTask, self.task_id)
+            if task is None or task.lease_owner != self.workers.worker_id or task.status not in TASK_UNFINISHED:
+                return None
+            self.owner_id, self.prompt, self.size = task.owner_id, task.prompt, task.size
+            if task.status == TASK_PENDING:
+                task.status = TASK_RUNNING
+            await session.execute(
+                update(GenerationResult)
+                .where(GenerationResult.task_id == self.task_id, GenerationResult.status == RESULT_RUNNING)
+                .values(status=RESULT_PENDING)
+            )
+            rows = await session.execute(
+                select(GenerationResult.index, GenerationResult.attempts)
+                .where(GenerationResult.task_id == self.task_id, GenerationResult.status == RESULT_PENDING)
+                .order_by(GenerationResult.index)
+            )
+            pending = [(index, attempts) for index, attempts in rows]
+            await session.commit()
+        logger.info("working generation task %s (%d result(s) to make)", self.task_id, len(pending))
+        return pending
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.2, self.settings.generation_lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            async with self.db.session() as session:
+                renewed = await crud.renew_lease(
+                    session, self.task_id, self.workers.worker_id, self.workers.lease_until()
+                )
+                if renewed:
+                    continue
+                task = await session.get(GenerationTask, self.task_id)
+            if task is not None and task.status == TASK_CANCELLED:
+                logger.info("generation task %s was cancelled; stopping its results", self.task_id)
+            else:
+                self.lease_lost = True
+            for run in self.result_runs:
+                run.cancel()
+            return
+
+    async def _work_result(self, index: int, attempts_so_far: int) -> None:
+        max_attempts = self.settings.generation_max_attempts
+        attempt = min(attempts_so_far + 1, max_attempts)
+        while True:
+            if not await self._mark_result_running(index, attempt):
+                return  # cancelled meanwhile
+            try:
+                async with self.workers.calls:
+                    data = await self.workers.provider.generate_one(self.prompt, self.size, index)
+                await self._store_result(index, data)
+                return
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= max_attempts:
+                    await self._fail_result(index, f"{exc} (attempt {attempt} of {max_attempts})")
+                    return
+                logger.info("result %s/%d attempt %d failed: %s; retrying", self.task_id, index, attempt, exc)
+                backoff = self.settings.generation_backoff_seconds * 2 ** (attempt - 1)
+                await asyncio.sleep(min(max(backoff, exc.retry_after), MAX_RETRY_WAIT_SECONDS))
+                attempt += 1
+            except AppError as exc:  # the provider's bytes are not an acceptable image
+                await self._fail_result(index, str(exc.detail))
+                return
+            except Exception:  # storage or database trouble: fail this result, not the whole task
+                logger.exception("result %s/%d could not be stored", self.task_id, index)
+                await self._fail_result(index, "internal error while storing the image")
+                return
+
+    async def _mark_result_running(self, index: int, attempt: int) -> bool:
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(GenerationResult)
+                .where(
+                    GenerationResult.task_id == self.task_id,
+                    GenerationResult.index == index,
+                    GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
+                )
+                .values(status=RESULT_RUNNING, attempts=attempt)
+            )
+            await session.commit()
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def _store_result(self, index: int, data: bytes) -> None:
+        storage = self.workers.storage
+        scratch = storage.temp_file()
+        try:
+            await asyncio.to_thread(scratch.write_bytes, data)
+            image, key = await store_generated(storage, self.settings, self.owner_id, scratch, self.task_id)
+        finally:
+            scratch.unlink(missing_ok=True)
+        # The image row and the result's "succeeded" commit together: no half-finished result.
+        async with self.db.session() as session:
+            session.add(image)
+            updated = await session.execute(
+                update(GenerationResult)
+                .where(
+                    GenerationResult.task_id == self.task_id,
+                    GenerationResult.index == index,
+                    GenerationResult.status == RESULT_RUNNING,
+                )
+                .values(status=RESULT_SUCCEEDED, image_id=image.id, error=None)
+            )
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                await session.rollback()
+                await discard_stored(storage, key)
+                return
+            await self._update_progress(session)
+            await session.commit()
+
+    async def _fail_result(self, index: int, error: str) -> None:
+        logger.warning("result %s/%d failed: %s", self.task_id, index, error)
+        async with self.db.session() as session:
+            await session.execute(
+                update(GenerationResult)
+                .where(
+                    GenerationResult.task_id == self.task_id,
+                    GenerationResult.index == index,
+                    GenerationResult.status == RESULT_RUNNING,
+                )
+                .values(status=RESULT_FAILED, error=error[:MAX_ERROR_CHARS])
+            )
+            await self._update_progress(session)
+            await session.commit()
+
+    async def _update_progress(self, session: AsyncSession) -> None:
+        done = await session.scalar(
+            select(func.count())
+            .select_from(GenerationResult)
+            .where(GenerationResult.task_id == self.task_id, GenerationResult.status.in_(DONE_RESULTS))
+        )
+        total = await session.scalar(
+            select(func.count()).select_from(GenerationResult).where(GenerationResult.task_id == self.task_id)
+        )
+        progress = int(100 * (done or 0) / total) if total else 100
+        await session.execute(
+            update(GenerationTask)
+            .where(GenerationTask.id == self.task_id)
+            .values(progress=progress, updated_at=utcnow())
+        )
+
+    async def _finish(self) -> None:
+        """Settle the task's status from its results and hand the lease back."""
+        async with self.db.session() as session:
+            task = await session.get(GenerationTask, self.task_id)
+            if task is None:
+                return
+            if task.status == TASK_CANCELLED:
+                await session.execute(
+                    update(GenerationResult)
+                    .where(
+                        GenerationResult.task_id == self.task_id,
+                        GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
+                    )
+                    .values(status=RESULT_CANCELLED, error="cancelled")
+                )
+                await self._update_progress(session)
+                task.lease_owner, task.lease_expires_at = None, None
+                await session.commit()
+                return
+            if task.lease_owner != self.workers.worker_id:
+                raise LeaseLost(self.task_id)
+            statuses = list(
+                (
+                    await session.execute(
+                        select(GenerationResult.status).where(GenerationResult.task_id == self.task_id)
+                    )
+                ).scalars()
+            )
+            task.lease_owner, task.lease_expires_at = None, None
+            if any(s in (RESULT_PENDING, RESULT_RUNNING) for s in statuses):
+                await session.commit()  # interrupted (shutdown): the next claim resumes it
+                return
+            succeeded = statuses.count(RESULT_SUCCEEDED)
+            task.status = TASK_SUCCEEDED if succeeded == len(statuses) else TASK_PARTIAL if succeeded else TASK_FAILED
+            task.progress = 100
+            task.finished_at = utcnow()
+            await session.commit()
+        logger.info("generation task %s finished: %s", self.task_id, task.status)

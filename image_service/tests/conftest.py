@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import ExifTags, Image
+
+from image_service.app.config import ImageSettings
+from image_service.main import build_app
+
+FINAL_STATUSES = {"succeeded", "partial", "failed", "cancelled"}
+
+
+def jpeg_with_gps(size: tuple[int, int] = (64, 32), orientation: int = 6) -> bytes:
+    """A real JPEG carrying EXIF GPS coordinates, a camera make and an orientation tag."""
+    image = Image.new("RGB", size, (200, 30, 30))
+    image.paste((30, 30, 200), (0, 0, size[0] // 2, size[1]))  # left half blue: shows the rotation
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "TestCam"
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.Base.GPSInfo] = {
+        ExifTags.GPS.GPSLatitudeRef: "N",
+        ExifTags.GPS.GPSLatitude: (48.0, 51.0, 29.0),
+        ExifTags.GPS.GPSLongitudeRef: "E",
+        ExifTags.GPS.GPSLongitude: (2.0, 17.0, 40.0),
+    }
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif, quality=90)
+    return buffer.getvalue()
+
+
+def png_bytes(size: tuple[int, int] = (800, 600), colour: tuple[int, int, int] = (10, 120, 200)) -> bytes:
+    image = Image.new("RGB", size, colour)
+    for x in range(0, size[0], 7):  # some detail, so the file is not trivially small
+        image.putpixel((x, (x * 13) % size[1]), (255, 255, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def upload(client: Any, token: str, data: bytes, name: str = "photo.jpg", **fields: str) -> Any:
+    return client.post(
+        "/api/v1/images", headers=auth(token), files={"file": (name, data, "application/octet-stream")}, data=fields
+    )
+
+
+def wait_for_task(client: Any, token: str, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = client.get(f"/api/v1/generations/{task_id}", headers=auth(token)).json()
+        if task["status"] in FINAL_STATUSES or time.monotonic() > deadline:
+            return task
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def image_app_factory(
+    make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Any]:
+    def _build(**overrides: Any) -> Any:
+        values = {"image_storage_dir": str(tmp_path_factory.mktemp("images")), **overrides}
+        return build_app(make_settings(ImageSettings, "image_service", **values), configure_logging=False)
+
+    return _build
+
+
+@pytest.fixture(scope="module")
+def client(image_app_factory: Callable[..., Any]) -> Iterator[TestClient]:
+    with TestClient(image_app_factory(llm_api_key=None)) as c:
+        yield c

@@ -1,0 +1,244 @@
+"""Chat sessions in Redis: the one place that knows the keys (SPEC §7).
+
+Per session: a hash ``chat:session:{id}`` (owner, title, model, system prompt, persistent flag,
+timestamps) and a list ``chat:messages:{id}`` of JSON messages. Per user: a sorted set
+``chat:user:{owner}:sessions`` of session ids scored by their last activity (newest first).
+
+Activity (create, rename, a message) refreshes every key of the session to ``CHAT_TTL_SECONDS``;
+a persistent session has no expiry. The per-user index lives as long as its longest-lived session:
+it is persisted while the user has a persistent session and otherwise expires with the last
+activity. Reads are not activity. Another user's session id reads as missing (404).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from common.errors import NotFound
+
+MAX_ID_LENGTH = 64
+
+
+def chat_session_key(session_id: str) -> str:
+    return f"chat:session:{session_id}"
+
+
+def chat_messages_key(session_id: str) -> str:
+    return f"chat:messages:{session_id}"
+
+
+def chat_index_key(owner_id: str) -> str:
+    return f"chat:user:{owner_id}:sessions"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class ChatSession:
+    id: str
+    owner_id: str
+    title: str
+    model: str
+    system_prompt: str | None
+    persistent: bool
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "owner_id": self.owner_id,
+            "title": self.title,
+            "model": self.model,
+            "system_prompt": self.system_prompt or "",
+            "persistent": "1" if self.persistent else "0",
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str], pttl_ms: int) -> ChatSession:
+        persistent = data.get("persistent") == "1"
+        expires_at = None if persistent or pttl_ms < 0 else _now() + timedelta(milliseconds=pttl_ms)
+        return cls(
+            id=data["id"],
+            owner_id=data["owner_id"],
+            title=data.get("title", ""),
+            model=data.get("model", ""),
+            system_prompt=data.get("system_prompt") or None,
+            persistent=persistent,
+            created_at=datetime.fromisoformat(data["created_at"]),
+            updated_at=datetime.fromisoformat(data["updated_at"]),
+            expires_at=expires_at,
+        )
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    role: str
+    content: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: datetime = field(default_factory=_now)
+    incomplete: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "role": self.role,
+                "content": self.content,
+                "created_at": self.created_at.isoformat(),
+                "incomplete": self.incomplete,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> ChatMessage:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            role=data["role"],
+            content=data["content"],
+            id=data["id"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            incomplete=bool(data.get("incomplete")),
+        )
+
+
+class ChatStore:
+    """Chat sessions of every user in one Redis; every method is scoped to ``owner_id``."""
+
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create(
+        self, owner_id: str, *, title: str, model: str, system_prompt: str | None, persistent: bool
+    ) -> ChatSession:
+        now = _now()
+        session = ChatSession(str(uuid.uuid4()), owner_id, title, model, system_prompt, persistent, now, now)
+        await self._touch(session)
+        return session
+
+    async def get(self, owner_id: str, session_id: str) -> ChatSession:
+        """The caller's live session; 404 when it is missing, expired or someone else's."""
+        if not session_id or len(session_id) > MAX_ID_LENGTH:
+            raise NotFound("Chat session not found")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(chat_session_key(session_id))
+            pipe.pttl(chat_session_key(session_id))
+            data, pttl = await pipe.execute()
+        if not data or data.get("owner_id") != owner_id:
+            raise NotFound("Chat session not found")
+        return ChatSession.from_hash(data, int(pttl))
+
+    async def list(self, owner_id: str, limit: int) -> list[ChatSession]:
+        """The caller's live sessions, most recent activity first; expired ids are pruned."""
+        ids: list[str] = await self.redis.zrevrange(chat_index_key(owner_id), 0, limit - 1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hgetall(chat_session_key(session_id))
+                pipe.pttl(chat_session_key(session_id))
+            replies = await pipe.execute()
+        sessions, gone = [], []
+        for session_id, data, pttl in zip(ids, replies[::2], replies[1::2], strict=True):
+            if data and data.get("owner_id") == owner_id:
+                sessions.append(ChatSession.from_hash(data, int(pttl)))
+            else:
+                gone.append(session_id)
+        if gone:
+            await self.redis.zrem(chat_index_key(owner_id), *gone)
+        return sessions
+
+    async def update(
+        self, owner_id: str, session_id: str, *, title: str | None = None, persistent: bool | None = None
+    ) -> ChatSession:
+        session = await self.get(owner_id, session_id)
+        if title is not None:
+            session.title = title
+        was_persistent = session.persistent
+        if persistent is not None:
+            session.persistent = persistent
+        await self._touch(session)
+        if was_persistent and not session.persistent:
+            await self._refresh_index_expiry(owner_id)
+        return session
+
+    async def delete(self, owner_id: str, session_id: str) -> None:
+        await self.get(owner_id, session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(chat_session_key(session_id), chat_messages_key(session_id))
+            pipe.zrem(chat_index_key(owner_id), session_id)
+            await pipe.execute()
+        await self._refresh_index_expiry(owner_id)
+
+    # ------------------------------------------------------------------ messages
+
+    async def messages(self, session_id: str) -> list[ChatMessage]:
+        raw: list[str] = await self.redis.lrange(chat_messages_key(session_id), 0, -1)
+        return [ChatMessage.from_json(item) for item in raw]
+
+    async def append(self, session: ChatSession, message: ChatMessage) -> ChatMessage:
+        """Store a message at the end of the history; counts as activity on the session."""
+        await self._touch(session, message)
+        return message
+
+    # ------------------------------------------------------------------ expiry
+
+    async def _touch(self, session: ChatSession, message: ChatMessage | None = None) -> None:
+        """Write the session (and a message), move it to the top of the index, refresh expiries.
+
+        The whole hash is written, so a session that expired a moment ago comes back whole."""
+        session.updated_at = _now()
+        session.expires_at = None if session.persistent else session.updated_at + timedelta(seconds=self.ttl)
+        session_key, messages_key = chat_session_key(session.id), chat_messages_key(session.id)
+        index_key = chat_index_key(session.owner_id)
+        index_ttl = await self.redis.ttl(index_key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(session_key, mapping=session.to_hash())
+            if message is not None:
+                pipe.rpush(messages_key, message.to_json())
+            pipe.zadd(index_key, {session.id: session.updated_at.timestamp()})
+            if session.persistent:
+                pipe.persist(session_key)
+                pipe.persist(messages_key)
+                pipe.persist(index_key)
+            else:
+                pipe.expire(session_key, self.ttl)
+                pipe.expire(messages_key, self.ttl)
+                # An index without expiry (-1) is held by a persistent session of this user.
+                if index_ttl != -1:
+                    pipe.expire(index_key, self.ttl)
+            await pipe.execute()
+
+    async def _refresh_index_expiry(self, owner_id: str) -> None:
+        """Recompute the index's expiry after a session stopped being persistent or was deleted."""
+        index_key = chat_index_key(owner_id)
+        ids: list[str] = await self.redis.zrange(index_key, 0, -1)
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hget(chat_session_key(session_id), "persistent")
+            flags = await pipe.execute()
+        gone = [sid for sid, flag in zip(ids, flags, strict=True) if flag is None]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if gone:
+                pipe.zrem(index_key, *gone)
+            if "1" in flags:
+                pipe.persist(index_key)
+            else:
+                pipe.expire(index_key, self.ttl)
+            await pipe.execute()

@@ -1,0 +1,58 @@
+"""llm_service settings on top of the shared ones (SPEC §2, §7). Every limit has a default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+
+from common.config import REPO_ROOT, Settings
+from common.llm_client import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_SECONDS,
+)
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "res" / "prompts"
+
+
+class LLMSettings(Settings):
+    """Provider, chat, text-task and rate-limit keys of llm_service."""
+
+    # Provider (any OpenAI-compatible API). No LLM_API_KEY: calls answer 503 naming the keys.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = DEFAULT_MODEL
+    llm_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    llm_connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    llm_max_retries: int = DEFAULT_MAX_RETRIES  # the SDK backs off between them on 429/5xx
+    models_cache_seconds: int = 60
+
+    # Chat sessions (Redis)
+    chat_ttl_seconds: int = 7 * 24 * 3600
+    chat_context_budget_tokens: int = 6000  # estimated tokens of history sent to the model
+    chat_context_max_messages: int = 40
+    chat_record_context_chars: int = 12_000  # records' text pulled in by record_ids, in total
+    chat_max_record_ids: int = 10
+    chat_message_max_chars: int = 32_000
+    chat_system_prompt_max_chars: int = 8_000
+    chat_list_max: int = 100
+    chat_default_system_prompt: str = "You are a helpful assistant for the user's notes and records."
+
+    # Text tasks
+    prompts_dir: str = str(PROMPTS_DIR)
+    text_max_chars: int = 100_000
+    text_max_tags: int = 10
+    text_tag_max_chars: int = 32
+    text_title_max_chars: int = 200
+
+    # Per-user limit on calls that reach the provider (chat messages, text tasks, /v1/chat/completions)
+    llm_rate_limit_per_minute: int = 60
+
+    @field_validator("prompts_dir")
+    @classmethod
+    def _prompts_dir_from_repo(cls, value: str) -> str:
+        """A relative PROMPTS_DIR is relative to the repository, wherever the service starts from."""
+        path = Path(value)
+        return str(path if path.is_absolute() else REPO_ROOT / path)

@@ -1,0 +1,67 @@
+"""llm_service's dependency aliases, declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from common.database import Database
+from common.deps import CurrentUser, RedisDep, TokenUser
+from common.llm_client import LLMClient
+from common.rate_limit import enforce
+from llm_service.app.chat import ChatService
+from llm_service.app.chat_store import ChatStore
+from llm_service.app.config import LLMSettings
+from llm_service.app.prompts import PromptStore
+
+RATE_WINDOW_SECONDS = 60
+
+
+def llm_settings(request: Request) -> LLMSettings:
+    return request.app.state.settings
+
+
+def llm_client(request: Request) -> LLMClient:
+    return request.app.state.llm
+
+
+def prompt_store(request: Request) -> PromptStore:
+    return request.app.state.prompts
+
+
+def database(request: Request) -> Database:
+    return request.app.state.db
+
+
+LLMSettingsDep = Annotated[LLMSettings, Depends(llm_settings)]
+LLMDep = Annotated[LLMClient, Depends(llm_client)]
+PromptsDep = Annotated[PromptStore, Depends(prompt_store)]
+DatabaseDep = Annotated[Database, Depends(database)]
+
+
+def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:
+    return ChatStore(redis, settings.chat_ttl_seconds)
+
+
+ChatStoreDep = Annotated[ChatStore, Depends(chat_store)]
+
+
+def chat_service(
+    store: ChatStoreDep, llm: LLMDep, db: DatabaseDep, prompts: PromptsDep, settings: LLMSettingsDep
+) -> ChatService:
+    return ChatService(store, llm, db, prompts, settings)
+
+
+ChatServiceDep = Annotated[ChatService, Depends(chat_service)]
+
+
+async def rate_limited_user(user: CurrentUser, redis: RedisDep, settings: LLMSettingsDep) -> TokenUser:
+    """The caller, counted against the per-user limit of calls that reach the provider (429 beyond)."""
+    await enforce(
+        redis, f"rl:llm:{user.id}", settings.llm_rate_limit_per_minute, RATE_WINDOW_SECONDS, "LLM calls per user"
+    )
+    return user
+
+
+LLMUser = Annotated[TokenUser, Depends(rate_limited_user)]

@@ -1,0 +1,94 @@
+"""The OpenAI-compatible pass-through (``POST /v1/chat/completions``): the caller's body goes to the
+provider as it is (default model filled in), the provider's answer comes back as it is, and the
+call is accounted to the caller. Streams ask the provider for usage; the usage-only chunk is passed
+on only when the client asked for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+
+from common.database import Database
+from common.errors import AppError, BadRequest
+from common.llm_client import LLMClient, Usage, estimate_tokens
+from llm_service.app.sse import sse_data
+from llm_service.app.usage import record_usage
+
+USAGE_KIND = "openai"
+
+
+def check_chat_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("'messages' must be a non-empty list of message objects")
+    if "model" in body and not (isinstance(body["model"], str) and body["model"]):
+        raise BadRequest("'model' must be a non-empty string")
+    return body
+
+
+def _prompt_estimate(body: dict[str, Any]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "")) for m in body["messages"])
+
+
+async def complete(llm: LLMClient, db: Database, owner_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await llm.raw_chat(body)
+    usage = Usage.of(answer.get("usage"))
+    if usage is None:
+        text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer.get("choices") or [])
+        usage = Usage.estimate(_prompt_estimate(body), estimate_tokens(text))
+    model = str(answer.get("model") or body.get("model") or llm.model)
+    await record_usage(db, owner_id, model, USAGE_KIND, usage)
+    return answer
+
+
+async def open_stream(llm: LLMClient, db: Database, owner_id: str, body: dict[str, Any]) -> AsyncGenerator[str, None]:
+    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    upstream_body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+    chunks = await llm.open_raw_chat_stream(upstream_body)
+    return _relay(chunks, llm, db, owner_id, body, client_wants_usage)
+
+
+async def _relay(
+    chunks: AsyncGenerator[dict[str, Any], None],
+    llm: LLMClient,
+    db: Database,
+    owner_id: str,
+    body: dict[str, Any],
+    client_wants_usage: bool,
+) -> AsyncGenerator[str, None]:
+    usage: Usage | None = None
+    model = str(body.get("model") or llm.model)
+    text: list[str] = []
+    recorded = False
+
+    async def account() -> None:
+        nonlocal recorded
+        if not recorded:
+            recorded = True
+            final = usage or Usage.estimate(_prompt_estimate(body), estimate_tokens("".join(text)))
+            await record_usage(db, owner_id, model, USAGE_KIND, final)
+
+    try:
+        async for chunk in chunks:
+            model = str(chunk.get("model") or model)
+            if chunk.get("usage"):
+                usage = Usage.of(chunk["usage"])
+            for choice in chunk.get("choices") or []:
+                text.append(str((choice.get("delta") or {}).get("content") or ""))
+            if not client_wants_usage:
+                if not chunk.get("choices"):
+                    continue  # the usage-only chunk the client did not ask for
+                chunk.pop("usage", None)
+            yield sse_data(chunk)
+        await account()  # before [DONE]: a client that reads its usage next finds this call
+        yield sse_data("[DONE]")
+    except AppError as exc:
+        yield sse_data({"error": {"message": str(exc.detail), "type": exc.code, "code": exc.code}})
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
+            await account()

@@ -1,0 +1,130 @@
+"""Request and response bodies of llm_service, one schema per direction (SPEC §7)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+# Hard ceilings of the schema; the tighter, configurable limits are checked in the logic.
+TITLE_MAX = 200
+MODEL_MAX = 128
+ID_MAX = 64
+
+
+class ChatSessionCreate(BaseModel):
+    title: str | None = Field(default=None, max_length=TITLE_MAX)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_MAX)
+    system_prompt: str | None = None
+    persistent: bool = False
+
+
+class ChatSessionUpdate(BaseModel):
+    title: str | None = Field(default=None, max_length=TITLE_MAX)
+    persistent: bool | None = None
+
+
+class ChatSessionRead(BaseModel):
+    id: str
+    title: str
+    model: str
+    persistent: bool
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+
+
+class ChatMessageRead(BaseModel):
+    id: str
+    role: Literal["user", "assistant"]
+    content: str
+    created_at: datetime
+    # True for an assistant reply cut short (client gone, provider stream broken).
+    incomplete: bool = False
+
+
+class ChatSessionDetail(ChatSessionRead):
+    system_prompt: str | None
+    messages: list[ChatMessageRead]
+
+
+class ChatSessionList(BaseModel):
+    data: list[ChatSessionRead]
+
+
+class MessageCreate(BaseModel):
+    content: str = Field(min_length=1)
+    stream: bool = False
+    record_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("record_ids")
+    @classmethod
+    def _short_ids(cls, ids: list[str]) -> list[str]:
+        if any(len(i) > ID_MAX for i in ids):
+            raise ValueError(f"record ids are at most {ID_MAX} characters")
+        return list(dict.fromkeys(ids))
+
+
+class ReplyRetry(BaseModel):
+    """Ask again for the reply to the last user message (after a failed or cut call)."""
+
+    stream: bool = False
+    record_ids: list[str] = Field(default_factory=list)
+
+
+class UsageRead(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageReply(BaseModel):
+    message: ChatMessageRead
+    usage: UsageRead | None
+
+
+class TextTaskRequest(BaseModel):
+    text: str = Field(min_length=1)
+    language: str | None = Field(default=None, max_length=32)
+
+
+class TextTaskResult(BaseModel):
+    result: str | list[str]
+
+
+class ModelInfo(BaseModel):
+    id: str
+    owned_by: str | None = None
+    created: int | None = None
+
+
+class ModelList(BaseModel):
+    data: list[ModelInfo]
+    default_model: str
+
+
+class UsageRow(BaseModel):
+    day: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class UsageTotals(BaseModel):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class UsageReport(BaseModel):
+    since: str
+    totals: UsageTotals
+    by_day: list[UsageRow]
+
+
+def usage_read(usage: Any) -> UsageRead | None:
+    return None if usage is None else UsageRead(**usage.as_dict())

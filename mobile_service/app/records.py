@@ -1,0 +1,210 @@
+"""Record logic (SPEC §6): create (idempotent with client UUIDs), read, optimistic update, soft
+delete, publish/unpublish. Routes and sync call these; these raise ``common.errors`` types.
+
+Every write takes the owner's next change number first (``crud.next_change_seq``): that both
+orders the sync feed and serialises the owner's writes, so version checks cannot race.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.errors import Conflict, NotFound
+from common.models.record import VISIBILITY_PRIVATE, VISIBILITY_PUBLIC, Record
+from mobile_service.app import crud
+from mobile_service.app.schemas import PublicRecord, RecordCreate, RecordRead
+
+NOT_FOUND = "Record not found"
+
+
+def parse_record_id(value: str) -> str:
+    """Record ids are UUIDs; anything else is simply a record that does not exist (404)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(NOT_FOUND) from None
+
+
+def read(record: Record) -> RecordRead:
+    return RecordRead.model_validate(record)
+
+
+def _conflict_from(current: RecordRead, detail: str) -> Conflict:
+    """409 carrying the server's current copy, so the client can merge and retry."""
+    return Conflict(detail, extra={"record": current.model_dump(mode="json")})
+
+
+async def _rollback_and_raise(session: AsyncSession, record: Record, expected_version: int) -> None:
+    error = _conflict_from(read(record), f"Stale version {expected_version}; the record is at version {record.version}")
+    await session.rollback()
+    raise error
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _bump(record: Record, seq: int) -> None:
+    record.version += 1
+    record.change_seq = seq
+    record.updated_at = _now()
+
+
+def _same_as_create(record: Record, data: RecordCreate) -> bool:
+    return (
+        record.deleted_at is None
+        and record.title == data.title
+        and record.content == data.content
+        and list(record.tags) == data.tags
+        and record.pinned == data.pinned
+        and list(record.attachments) == data.attachments
+    )
+
+
+async def get_live(session: AsyncSession, owner_id: str, record_id: str) -> Record:
+    """The caller's live record, or 404 (absent, deleted and someone else's look the same)."""
+    record = await crud.get_owned(session, owner_id, parse_record_id(record_id))
+    if record is None or record.deleted_at is not None:
+        raise NotFound(NOT_FOUND)
+    return record
+
+
+async def read_live(session: AsyncSession, owner_id: str, record_id: str) -> RecordRead:
+    """The caller's live record as its response model; the database is released at once."""
+    record = read(await get_live(session, owner_id, record_id))
+    await crud.release(session)
+    return record
+
+
+async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate) -> RecordRead:
+    """Create a record. Repeating a create with the same client id and fields returns the same
+    record (idempotent); the same id with other fields, or a deleted one, is 409."""
+    record_id = str(data.id) if data.id else str(uuid.uuid4())
+    seq = await crud.next_change_seq(session, owner_id)
+    existing = await crud.get_owned(session, owner_id, record_id)
+    if existing is not None:
+        snapshot, same = read(existing), _same_as_create(existing, data)
+        await session.rollback()
+        if same:
+            return snapshot
+        raise _conflict_from(snapshot, "A record with this id already exists with other content")
+    if await crud.id_taken(session, record_id):
+        await session.rollback()
+        raise Conflict("This record id is already in use; make a new UUID")
+    now = _now()
+    record = Record(
+        id=record_id,
+        owner_id=owner_id,
+        title=data.title,
+        content=data.content,
+        tags=data.tags,
+        pinned=data.pinned,
+        attachments=data.attachments,
+        visibility=VISIBILITY_PRIVATE,
+        version=1,
+        change_seq=seq,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(record)
+    try:
+        await session.flush()
+        await crud.replace_tags(session, record)
+        await session.commit()
+    except IntegrityError as exc:  # another process created the same id first
+        await session.rollback()
+        raise Conflict("This record id is already in use; retry the request") from exc
+    return read(record)
+
+
+async def update_record(
+    session: AsyncSession, owner_id: str, record_id: str, changes: dict[str, Any], expected_version: int | None
+) -> RecordRead:
+    """Partial update with optimistic concurrency: a stale ``expected_version`` is 409 with the
+    current record. Without a version the change applies to the latest copy."""
+    record_id = parse_record_id(record_id)
+    seq = await crud.next_change_seq(session, owner_id)
+    record = await crud.get_owned(session, owner_id, record_id)
+    if record is None or record.deleted_at is not None:
+        await session.rollback()
+        raise NotFound(NOT_FOUND)
+    if expected_version is not None and expected_version != record.version:
+        await _rollback_and_raise(session, record, expected_version)
+    if not changes:
+        snapshot = read(record)
+        await session.rollback()
+        return snapshot
+    for name, value in changes.items():
+        setattr(record, name, value)
+    _bump(record, seq)
+    if "tags" in changes:
+        await crud.replace_tags(session, record)
+    await session.commit()
+    return read(record)
+
+
+async def delete_record(
+    session: AsyncSession, owner_id: str, record_id: str, expected_version: int | None = None
+) -> RecordRead:
+    """Soft delete: the row stays as a tombstone (text blanked, unpublished) for sync.
+    Deleting a tombstone again changes nothing."""
+    record_id = parse_record_id(record_id)
+    seq = await crud.next_change_seq(session, owner_id)
+    record = await crud.get_owned(session, owner_id, record_id)
+    if record is None:
+        await session.rollback()
+        raise NotFound(NOT_FOUND)
+    if record.deleted_at is not None:
+        snapshot = read(record)
+        await session.rollback()
+        return snapshot
+    if expected_version is not None and expected_version != record.version:
+        await _rollback_and_raise(session, record, expected_version)
+    record.deleted_at = _now()
+    record.title = ""
+    record.content = ""
+    record.summary = None
+    record.tags = []
+    record.attachments = []
+    record.visibility = VISIBILITY_PRIVATE
+    record.slug = None
+    _bump(record, seq)
+    await crud.replace_tags(session, record)
+    await session.commit()
+    return read(record)
+
+
+async def set_published(
+    session: AsyncSession, owner_id: str, record_id: str, published: bool, slug_bytes: int = 16
+) -> RecordRead:
+    """Publish with an unguessable slug (kept while published), or make private again."""
+    record_id = parse_record_id(record_id)
+    seq = await crud.next_change_seq(session, owner_id)
+    record = await crud.get_owned(session, owner_id, record_id)
+    if record is None or record.deleted_at is not None:
+        await session.rollback()
+        raise NotFound(NOT_FOUND)
+    if (record.visibility == VISIBILITY_PUBLIC) == published:
+        snapshot = read(record)
+        await session.rollback()
+        return snapshot
+    record.visibility = VISIBILITY_PUBLIC if published else VISIBILITY_PRIVATE
+    record.slug = secrets.token_urlsafe(slug_bytes) if published else None
+    _bump(record, seq)
+    await session.commit()
+    return read(record)
+
+
+async def get_public(session: AsyncSession, slug: str) -> PublicRecord:
+    record = await crud.get_published(session, slug) if 0 < len(slug) <= 64 else None
+    if record is None:
+        raise NotFound("No published record at this address")
+    public = PublicRecord.model_validate(record)
+    await crud.release(session)
+    return public

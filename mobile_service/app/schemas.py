@@ -1,0 +1,173 @@
+"""Request and response schemas of mobile_service, one per direction (SPEC §6)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# SPEC §6 limits (the contract, so constants rather than settings).
+TITLE_MAX_CHARS = 200
+CONTENT_MAX_CHARS = 100_000
+MAX_TAGS = 20
+TAG_MAX_CHARS = 32
+MAX_ATTACHMENTS = 50
+PAGE_MAX = 100
+
+Title = Annotated[str, Field(max_length=TITLE_MAX_CHARS)]
+Content = Annotated[str, Field(max_length=CONTENT_MAX_CHARS)]
+Summary = Annotated[str, Field(max_length=CONTENT_MAX_CHARS)]
+ImageId = Annotated[str, Field(min_length=1, max_length=36)]
+
+
+def normalise_tags(tags: list[str]) -> list[str]:
+    """Trimmed, lower-case, unique (first occurrence wins), empty ones dropped; SPEC limits enforced."""
+    seen: dict[str, None] = {}
+    for raw in tags:
+        tag = raw.strip().lower()
+        if not tag:
+            continue
+        if len(tag) > TAG_MAX_CHARS:
+            raise ValueError(f"a tag has at most {TAG_MAX_CHARS} characters")
+        seen.setdefault(tag, None)
+    if len(seen) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    return list(seen)
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+class _RecordFields(BaseModel):
+    @field_validator("tags", check_fields=False)
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else normalise_tags(value)
+
+    @field_validator("attachments", check_fields=False)
+    @classmethod
+    def _attachments(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else unique_ids(value)
+
+
+class RecordCreate(_RecordFields):
+    model_config = ConfigDict(extra="forbid")
+    id: uuid.UUID | None = Field(
+        default=None, description="Client-made UUID (offline clients); repeating a create is idempotent"
+    )
+    title: Title = ""
+    content: Content = ""
+    tags: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=200)] = []
+    pinned: bool = False
+    attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] = []
+
+
+class RecordUpdate(_RecordFields):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(default=None, ge=1, description="The version this change is based on (or If-Match)")
+    title: Title | None = None
+    content: Content | None = None
+    tags: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=200)] | None = None
+    pinned: bool | None = None
+    summary: Summary | None = None
+    attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent (``null`` clears only ``summary``)."""
+        sent = self.model_dump(exclude_unset=True, exclude={"version"})
+        return {k: v for k, v in sent.items() if v is not None or k == "summary"}
+
+
+class RecordRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    title: str
+    content: str
+    tags: list[str]
+    pinned: bool
+    visibility: Literal["private", "public"]
+    slug: str | None
+    summary: str | None
+    attachments: list[str]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class RecordPage(BaseModel):
+    data: list[RecordRead]
+    total_count: int
+    has_more: bool
+    offset: int
+    limit: int
+
+
+class PublicRecord(BaseModel):
+    """What anyone may see of a published record: no owner, no id, no sync state."""
+
+    model_config = ConfigDict(from_attributes=True)
+    slug: str
+    title: str
+    content: str
+    summary: str | None
+    tags: list[str]
+    attachments: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------- sync
+
+
+class SyncChange(BaseModel):
+    id: str
+    op: Literal["upsert", "delete"]
+    version: int
+    record: RecordRead
+
+
+class SyncChanges(BaseModel):
+    changes: list[SyncChange]
+    cursor: str
+    has_more: bool
+
+
+class SyncPush(BaseModel):
+    """Items stay loosely typed here so that one bad item gets its own error, not a 422 for all."""
+
+    changes: Annotated[list[dict[str, Any]], Field(max_length=500)]
+
+
+class PushItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: uuid.UUID
+    op: Literal["upsert", "delete"]
+    base_version: int | None = Field(default=None, ge=0)
+    fields: dict[str, Any] = {}
+
+
+class PushResult(BaseModel):
+    id: str | None
+    status: Literal["applied", "conflict", "error"]
+    record: RecordRead | None = None
+    detail: Any = None
+
+
+class SyncPushResults(BaseModel):
+    results: list[PushResult]
+
+
+# ---------------------------------------------------------------- AI actions
+
+AiTask = Literal["summarize", "tags", "title", "polish"]
+
+
+class AiResult(BaseModel):
+    task: AiTask
+    result: str | list[str]
+    applied: bool
+    record: RecordRead | None = None

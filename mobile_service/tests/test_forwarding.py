@@ -1,0 +1,229 @@
+"""The forwarding proxy with real processes: a real user_service, a small real upstream that counts
+upload bytes and streams SSE on command, an upstream that is down and one that is too slow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from common.forwarding import forward_request_headers, forward_response_headers, upstream_for
+from common.processes import free_port
+from mobile_service.main import build_app
+from mobile_service.tests.conftest import RunningProcess
+
+UPLOAD_BYTES = 10 * 1024 * 1024 + 123
+CHUNK = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def user_service(start_process: Callable[..., RunningProcess], database_url: str, redis_url: str) -> RunningProcess:
+    port = free_port()
+    return start_process(
+        ["user_service/main.py"],
+        {"USER_SERVICE_PORT": str(port), "DATABASE_URL": database_url, "REDIS_URL": redis_url},
+        port=port,
+    )
+
+
+@pytest.fixture(scope="module")
+def mobile(
+    start_process: Callable[..., RunningProcess],
+    stub: RunningProcess,
+    user_service: RunningProcess,
+    database_url: str,
+    redis_url: str,
+) -> RunningProcess:
+    port = free_port()
+    return start_process(
+        ["mobile_service/main.py"],
+        {
+            "MOBILE_SERVICE_PORT": str(port),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "USER_SERVICE_URL": user_service.url,
+            "LLM_SERVICE_URL": stub.url,
+            "IMAGE_SERVICE_URL": stub.url,
+            "FORWARD_TIMEOUT_SECONDS": "1",
+        },
+        port=port,
+    )
+
+
+@pytest.fixture(scope="module")
+def http(mobile: RunningProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=mobile.url, timeout=20.0) as client:
+        yield client
+
+
+def test_routing_table_follows_the_spec() -> None:
+    assert upstream_for("/api/v1/auth/login") == "user_service"
+    assert upstream_for("/api/v1/users") == "user_service"
+    assert upstream_for("/api/v1/users/me/password") == "user_service"
+    assert upstream_for("/api/v1/chat/sessions/1/messages") == "llm_service"
+    assert upstream_for("/api/v1/text/summarize") == "llm_service"
+    assert upstream_for("/api/v1/models") == "llm_service"
+    assert upstream_for("/api/v1/images/1/content") == "image_service"
+    assert upstream_for("/api/v1/generations") == "image_service"
+    assert upstream_for("/api/v1/records") is None
+    assert upstream_for("/api/v1/usersx") is None
+    assert upstream_for("/api/v1/sync/changes") is None
+
+
+def test_header_rules_drop_hop_by_hop_and_pass_identity() -> None:
+    out = dict(
+        forward_request_headers(
+            [
+                ("Host", "mobile.example"),
+                ("Connection", "keep-alive, X-Secret-Hop"),
+                ("X-Secret-Hop", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Transfer-Encoding", "chunked"),
+                ("Authorization", "Bearer abc"),
+                ("X-Forwarded-For", "10.0.0.1"),
+                ("X-Request-ID", "client-chosen"),
+            ],
+            client_host="10.0.0.2",
+            request_id="req-1",
+        )
+    )
+    assert "Host" not in out and "X-Secret-Hop" not in out and "Keep-Alive" not in out
+    assert "Transfer-Encoding" not in out and "Connection" not in out
+    assert out["Authorization"] == "Bearer abc"
+    assert out["X-Forwarded-For"] == "10.0.0.1, 10.0.0.2"
+    assert out["X-Request-ID"] == "req-1"
+    assert out["X-Forwarded-Host"] == "mobile.example"
+    back = forward_response_headers([("Connection", "x-h"), ("X-H", "1"), ("Set-Cookie", "a"), ("Set-Cookie", "b")])
+    assert back == [("Set-Cookie", "a"), ("Set-Cookie", "b")]
+
+
+def test_register_login_and_me_go_to_the_real_user_service(http: httpx.Client) -> None:
+    name = f"fwd_{uuid.uuid4().hex[:8]}"
+    created = http.post("/api/v1/auth/register", json={"username": name, "password": "correct horse battery"})
+    assert created.status_code == 201, created.text
+    tokens = http.post("/api/v1/auth/login", json={"username": name, "password": "correct horse battery"}).json()
+    me = http.get(
+        "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}", "X-Request-ID": "trace-me-1"}
+    )
+    assert me.status_code == 200
+    assert me.json()["username"] == name
+    assert me.headers["x-request-id"] == "trace-me-1"
+    assert me.headers.get_list("x-request-id") == ["trace-me-1"]
+    # The upstream's own errors pass through unchanged (here: no token).
+    anonymous = http.get("/api/v1/users/me")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "not_authenticated"
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+
+
+def test_headers_are_filtered_both_ways(http: httpx.Client) -> None:
+    response = http.post(
+        "/api/v1/models/echo?a=1&b=%2F",
+        content=b"hello",
+        headers={
+            "Authorization": "Bearer token-123",
+            "X-Request-ID": "trace-echo-1",
+            "Connection": "keep-alive, X-Client-Hop",
+            "X-Client-Hop": "secret",
+            "X-Custom": "kept",
+        },
+    )
+    assert response.status_code == 200
+    echo = response.json()
+    received = echo["headers"]
+    assert echo["query"] == "a=1&b=%2F"
+    assert echo["body_size"] == 5
+    assert received["authorization"] == ["Bearer token-123"]
+    assert received["x-request-id"] == ["trace-echo-1"]
+    assert received["x-custom"] == ["kept"]
+    assert received["x-forwarded-for"] == ["127.0.0.1"]
+    assert "x-client-hop" not in received
+    assert "keep-alive" not in received
+    assert response.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert response.headers["x-upstream"] == "echo"
+    assert "x-upstream-hop" not in response.headers
+    assert "keep-alive" not in response.headers
+
+
+def test_large_upload_streams_through_without_being_buffered(http: httpx.Client, stub: RunningProcess) -> None:
+    payload = os.urandom(UPLOAD_BYTES)
+    seen_upstream_while_sending: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for start in range(0, UPLOAD_BYTES, CHUNK):
+            if start >= UPLOAD_BYTES - 2 * CHUNK and not seen_upstream_while_sending:
+                # Before the last chunks leave the client, the upstream already holds most of the
+                # body: the proxy passes it on as it arrives. (Waits for the bytes, never on a clock.)
+                with httpx.Client(timeout=5.0) as probe:
+                    for _ in range(200):
+                        got = probe.get(f"{stub.url}/control/received").json()["received"]
+                        if got >= UPLOAD_BYTES // 2:
+                            break
+                        threading.Event().wait(0.05)
+                seen_upstream_while_sending.append(got)
+            yield payload[start : start + CHUNK]
+
+    response = http.post(
+        "/api/v1/images/upload",
+        content=body(),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(UPLOAD_BYTES)},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == {"size": UPLOAD_BYTES, "sha256": hashlib.sha256(payload).hexdigest()}
+    assert seen_upstream_while_sending[0] >= UPLOAD_BYTES // 2
+
+
+def test_sse_events_arrive_one_by_one(http: httpx.Client, stub: RunningProcess) -> None:
+    events: list[dict[str, Any]] = []
+    with http.stream("GET", "/api/v1/chat/stream", headers={"Accept": "text/event-stream"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+                if len(events) <= 2:
+                    # The upstream sends the next event only when told to: had the proxy buffered
+                    # the stream, this event would never have arrived before the command.
+                    httpx.post(f"{stub.url}/control/next", timeout=5.0)
+    assert events == [{"index": 0}, {"index": 1}, {"index": 2}, {}]
+
+
+def test_slow_upstream_answers_504_in_the_spec_shape(http: httpx.Client) -> None:
+    response = http.get("/api/v1/text/slow?seconds=5", headers={"X-Request-ID": "trace-slow"})
+    assert response.status_code == 504
+    body = response.json()
+    assert body["code"] == "upstream_timeout"
+    assert body["request_id"] == "trace-slow"
+    assert "llm_service" in body["detail"]
+
+
+def test_upstream_down_answers_503_in_the_spec_shape(mobile_client: TestClient) -> None:
+    response = mobile_client.post("/api/v1/auth/login", json={"username": "x", "password": "y"})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "service_unavailable"
+    assert "user_service" in body["detail"] and "USER_SERVICE_URL" in body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert mobile_client.get("/api/v1/images").status_code == 503
+
+
+def test_forwarded_path_uses_the_forwarding_body_limit_not_the_records_limit(
+    mobile_settings: Callable[..., Any],
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = mobile_settings(image_service_url=dead, max_body_bytes=1000, forward_max_body_bytes=4000)
+    with TestClient(build_app(settings, configure_logging=False)) as client:
+        # Over the records limit but under the forwarding one: it is forwarded (and the upstream is down).
+        assert client.post("/api/v1/images", content=b"x" * 2000).status_code == 503
+        too_big = client.post("/api/v1/images", content=b"x" * 5000)
+        assert too_big.status_code == 413
+        assert too_big.json()["code"] == "payload_too_large"

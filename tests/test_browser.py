@@ -1,0 +1,287 @@
+"""The web app in a real headless Chromium (Debian's, driven by Playwright) against the launched
+suite: a new user's whole walk, the XSS page, CSRF and the cookie's flags. Screenshots of each
+step go to ``test-artifacts/browser/``."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import REPO_ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+PHONE = {"width": 390, "height": 844}
+PASSWORD = "correct horse battery"
+XSS_MARKDOWN = "# Hostile\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n[x](javascript:alert(1))\n"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+if not CHROMIUM.exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def web_url(launch_suite: Callable[..., Any]) -> str:
+    suite = launch_suite("user_service", "mobile_service", "llm_service", "image_service", "web_service")
+    return suite.url("web_service")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport=PHONE, locale="en-US")
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_up(page: Any, web_url: str) -> str:
+    username = "pw_" + uuid.uuid4().hex[:10]
+    page.goto(f"{web_url}/register")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/(#/records)?$"))
+    page.locator("#view-records").wait_for(state="visible")
+    return username
+
+
+def create_record(page: Any, title: str, content: str, tags: str = "") -> str:
+    page.click("#new-record")
+    page.locator("#view-editor").wait_for(state="visible")
+    page.fill("#title", title)
+    page.fill("#content", content)
+    page.fill("#tags", tags)
+    page.click("#save")
+    page.wait_for_url(re.compile(r"#/records/[0-9a-f-]{36}$"))
+    page.locator("#save-state", has_text="Saved").wait_for()
+    return page.url.rsplit("/", 1)[-1]
+
+
+def publish(page: Any) -> str:
+    page.click("#publish")
+    link = page.locator("#public-link")
+    link.wait_for(state="visible")
+    href = link.get_attribute("href")
+    assert href and "/p/" in href
+    return href
+
+
+def test_a_new_user_walks_through_the_app(browser: Any, context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    shot(page, "01-signed-up")
+
+    # The session cookie is HttpOnly and SameSite=Lax: page scripts cannot read it.
+    cookie = next(c for c in context.cookies() if c["name"] == "sra_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert "sra_session" not in page.evaluate("document.cookie")
+
+    word = "zucchini" + uuid.uuid4().hex[:6]
+    title = f"Browser diary {word}"
+    page.click("#new-record")
+    page.fill("#title", title)
+    page.fill("#content", f"# Harvest\n\n- **{word}** picked\n- beans\n")
+    page.fill("#tags", "garden, browser")
+    page.click("#tab-preview")
+    page.locator("#preview h1", has_text="Harvest").wait_for()
+    assert page.locator("#preview strong").inner_text() == word
+    assert page.locator(".view:visible").count() == 1  # only the editor shows
+    shot(page, "02-editor-preview")
+    page.click("#save")
+    page.locator("#save-state", has_text="Saved").wait_for()
+
+    page.click("#tabs a[data-view=records]")
+    page.fill("#search", word)
+    item = page.locator("#record-list .record-item", has_text=title)
+    item.wait_for()
+    assert page.locator("#record-list .record-item").count() == 1
+    shot(page, "03-search")
+
+    item.click()
+    page.locator("#title").wait_for(state="visible")
+    public_url = publish(page)
+    shot(page, "04-published")
+
+    stranger = browser.new_context(viewport=PHONE)  # a fresh context: no cookies
+    try:
+        public = stranger.new_page()
+        public.goto(public_url)
+        assert public.locator("h1.record-title").inner_text() == title
+        assert public.locator("#record-body h1").inner_text() == "Harvest"
+        assert public.locator("#record-body li strong").inner_text() == word
+        assert public.locator('meta[property="og:title"]').get_attribute("content") == title
+        shot(public, "05-public-page")
+    finally:
+        stranger.close()
+
+    page.click("#tabs a[data-view=chat]")
+    page.locator("#view-chat").wait_for(state="visible")
+    # Count how many times the reply's text grows while it streams in.
+    page.evaluate(
+        """() => {
+            window.__replyUpdates = 0;
+            new MutationObserver((records) => {
+                for (const r of records) {
+                    const node = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+                    if (node && node.closest('.message.assistant')) window.__replyUpdates++;
+                }
+            }).observe(document.getElementById('chat-log'), {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    page.fill("#chat-input", "Hello from the browser")
+    page.click("#chat-send")
+    reply = page.locator(".message.assistant").last
+    try:
+        page.locator(".message.assistant[data-state=done]").wait_for()
+    except sync_api.TimeoutError:
+        shot(page, "06-chat-failed")
+        pytest.fail(f"the reply did not finish: {reply.get_attribute('data-state')!r} {reply.inner_text()!r}")
+    assert reply.inner_text().strip()
+    assert page.evaluate("window.__replyUpdates") >= 2, "the reply arrived in one piece, not streamed"
+    page.locator("#chat-sessions li").first.wait_for()
+    shot(page, "06-chat")
+
+    page.click("#sign-out")
+    page.wait_for_url(re.compile(r"/login$"))
+    page.locator("input[name=csrf_token]").wait_for(state="attached")
+    shot(page, "07-signed-out")
+    page.goto(f"{web_url}/")
+    assert page.url.endswith("/login")
+
+
+def test_hostile_markdown_is_inert_on_the_public_page(browser: Any, context: Any, web_url: str) -> None:
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_up(page, web_url)
+    create_record(page, "Hostile record", XSS_MARKDOWN)
+    page.click("#tab-preview")
+    page.locator("#preview h1", has_text="Hostile").wait_for()
+    public_url = publish(page)
+
+    stranger = browser.new_context(viewport=PHONE)
+    try:
+        public = stranger.new_page()
+        public.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        public.goto(public_url)
+        public.wait_for_load_state("load")
+        body = public.locator("#record-body")
+        assert "<script>alert(1)</script>" in body.inner_text()  # shown as text, not run
+        assert body.locator("script").count() == 0
+        assert body.locator("img").count() == 0
+        assert public.locator("[onerror]").count() == 0
+        assert public.locator('a[href^="javascript"]').count() == 0
+        public.locator("#record-body a").all()  # whatever links remain
+        for link in public.locator("a").all():
+            href = (link.get_attribute("href") or "").lower()
+            assert not href.startswith("javascript"), href
+        shot(public, "08-xss-public-page")
+    finally:
+        stranger.close()
+    assert dialogs == []
+
+
+def test_cross_site_form_post_is_refused(browser: Any, context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    attacker = context.new_page()
+    attacker.set_content(f'<form id="f" method="post" action="{web_url}/logout"><input name="x" value="1"></form>')
+    with attacker.expect_navigation() as navigation:
+        attacker.evaluate("document.getElementById('f').submit()")
+    assert navigation.value.status == 403
+    shot(attacker, "09-cross-site-post-refused")
+    page.reload()
+    page.locator("#view-records").wait_for(state="visible")  # still signed in
+
+
+def png_bytes(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_loaded(locator: Any) -> bool:
+    return bool(locator.evaluate("img => img.complete && img.naturalWidth > 0"))
+
+
+def test_images_gallery_generation_progress_and_public_images(browser: Any, context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+
+    page.click("#tabs a[data-view=images]")
+    page.set_input_files(
+        "#image-file", {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes((220, 30, 30))}
+    )
+    page.click("#upload-form button[type=submit]")
+    thumb = page.locator("#gallery figure img").first
+    thumb.wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].every(i => i.complete)")
+    assert image_loaded(thumb)
+    shot(page, "10-gallery")
+
+    page.click("#tabs a[data-view=gen]")
+    page.fill("#gen-prompt", "a red bicycle by the sea")
+    page.select_option("#gen-n", "2")
+    page.click("#gen-form button[type=submit]")
+    done = page.locator("#gen-tasks li[data-status=succeeded]")
+    done.wait_for(timeout=30_000)
+    assert done.locator("progress").get_attribute("value") == "1"
+    assert done.locator("img").count() == 2
+    shot(page, "11-generation-done")
+
+    page.click("#tabs a[data-view=records]")
+    create_record(page, "Photo note", "A photo:")
+    page.set_input_files(
+        "#attach-file", {"name": "blue.png", "mimeType": "image/png", "buffer": png_bytes((30, 30, 220))}
+    )
+    page.locator("#attachments img").wait_for()
+    public_url = publish(page)
+
+    stranger = browser.new_context(viewport=PHONE)
+    try:
+        public = stranger.new_page()
+        public.goto(public_url)
+        public.wait_for_load_state("load")
+        image = public.locator("article.public-record img").first
+        assert image_loaded(image), "a published record's image is shown to anyone"
+        assert public.locator('meta[property="og:image"]').get_attribute("content")
+        shot(public, "12-public-page-with-image")
+    finally:
+        stranger.close()
+
+
+def test_the_ui_speaks_simplified_chinese(browser: Any, web_url: str) -> None:
+    ctx = browser.new_context(viewport=PHONE, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{web_url}/login")
+        assert page.locator("h1").inner_text() == "登录"
+        assert page.locator("html").get_attribute("lang") == "zh-CN"
+        page.click("a.lang-toggle")  # the toggle switches to English and remembers it
+        page.locator("h1", has_text="Sign in").wait_for()
+    finally:
+        ctx.close()

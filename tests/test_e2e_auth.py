@@ -1,0 +1,132 @@
+"""End to end through the real launcher: all five services, one login seen everywhere, restarts, stop.
+
+One suite start for the module; the tests run in file order and the last one stops the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from common.processes import port_is_free, process_group_members
+from conftest import Suite, healthy
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ["user_service", "mobile_service", "llm_service", "image_service", "web_service"]
+PASSWORD = "correct horse battery"
+# The other service that must accept user_service's token and see its revocation at once.
+OTHER_SERVICE, OTHER_PATH = "mobile_service", "/api/v1/records"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def register_and_login(user_url: str) -> dict[str, Any]:
+    username = f"e2e_{uuid.uuid4().hex[:10]}"
+    created = httpx.post(f"{user_url}/api/v1/auth/register", json={"username": username, "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    login = httpx.post(f"{user_url}/api/v1/auth/login", json={"username": username, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    return login.json()
+
+
+def assert_logout_revokes_the_token_at_mobile_service(suite: Suite) -> None:
+    """Register and log in at user_service; the token works at mobile_service until logout."""
+    tokens = register_and_login(suite.url("user_service"))
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    records = f"{suite.url(OTHER_SERVICE)}{OTHER_PATH}"
+
+    before = httpx.get(records, headers=bearer)
+    assert before.status_code == 200, before.text
+
+    logout = httpx.post(f"{suite.url('user_service')}/api/v1/auth/logout", headers=bearer)
+    assert logout.status_code == 204, logout.text
+
+    after = httpx.get(records, headers=bearer)
+    assert after.status_code == 401, after.text
+    body = after.json()
+    assert body["code"] == "invalid_token" and body["request_id"]
+    assert after.headers["www-authenticate"].lower().startswith("bearer")
+
+
+@pytest.fixture(scope="module")
+def suite(launch_suite: Callable[..., Suite]) -> Suite:
+    started = launch_suite()
+    assert started.wait_for_output("all services started"), started.text()[-3000:]
+    return started
+
+
+def test_all_five_services_are_healthy_and_listed_in_the_ready_table(suite: Suite) -> None:
+    lines = suite.text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["service", "url", "docs"])
+    table = lines[header : header + 12]
+    for name in SERVICES:
+        url = suite.url(name)
+        assert healthy(url)
+        row = next((line for line in table if line.startswith(name)), None)
+        assert row is not None, "\n".join(table)
+        docs = f"{url}/" if name == "web_service" else f"{url}/docs"
+        assert row.split()[1:4] == [url, docs, "healthy"], row
+        assert row.split()[4].endswith("s"), row  # the time it took, e.g. "3.2s"
+    redis_row = next(line for line in table if line.startswith("redis"))
+    assert suite.env["REDIS_URL"] in redis_row and "configured (REDIS_URL)" in redis_row
+
+
+def test_a_token_from_user_service_works_at_mobile_service_until_logout(suite: Suite) -> None:
+    assert_logout_revokes_the_token_at_mobile_service(suite)
+
+
+def test_killed_children_are_restarted_and_healthy_again(suite: Suite) -> None:
+    # web_service is a gunicorn master with workers: the hardest child to restart cleanly.
+    old = {name: suite.pid_of(name) for name in ("user_service", "web_service")}
+    old_web_group = process_group_members(old["web_service"])
+    assert len(old_web_group) >= 2, "gunicorn master and at least one worker"
+    for pid in old.values():
+        os.kill(pid, signal.SIGKILL)
+
+    def restarted(name: str) -> bool:
+        try:
+            return suite.pid_of(name) != old[name] and healthy(suite.url(name))
+        except AssertionError:
+            return False
+
+    assert wait_until(lambda: all(restarted(n) for n in old)), suite.text()[-4000:]
+    for name in old:
+        assert suite.wait_for_output(f"{name} exited with code -9; restarting in", timeout=1)
+    assert not set(old_web_group) & set(suite.child_pids()), "orphaned gunicorn workers were swept"
+    # The restarted user_service issues and checks tokens as before.
+    assert_logout_revokes_the_token_at_mobile_service(suite)
+
+
+def test_sigterm_stops_every_child_and_frees_every_port(suite: Suite) -> None:
+    children = suite.child_pids()
+    groups = [suite.pid_of(name) for name in SERVICES]  # each service leads its own process group
+    web_group = process_group_members(suite.pid_of("web_service"))
+    assert len(web_group) >= 2 and set(web_group) <= set(children)
+    assert suite.leftovers(), "the suite's processes carry its SUITE_ID"
+
+    suite.proc.send_signal(signal.SIGTERM)
+    assert suite.wait_exit(60) == 0, suite.text()[-3000:]
+
+    assert suite.leftovers() == [], "a process of the suite outlived the launcher"
+    assert all(process_group_members(pgid) == [] for pgid in groups)
+    for name in SERVICES:
+        port = int(suite.url(name).rsplit(":", 1)[1])
+        assert port_is_free("127.0.0.1", port), f"{name}'s port {port} still bound"
+    assert "received SIGTERM; stopping services" in suite.text()
+    assert "again; killing every child now" not in suite.text()
+    assert "all services stopped" in suite.text()

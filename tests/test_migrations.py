@@ -1,0 +1,174 @@
+"""Alembic migrations: the migrated schema is the models' schema, on SQLite and on PostgreSQL.
+
+If a test here fails after a model changed, generate a revision (see migrations/README.md):
+``.venv/bin/alembic -x database_url=sqlite+aiosqlite:////tmp/regen.db revision --autogenerate -m "..."``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+
+import common.models  # noqa: F401  (every shared table)
+from common.config import REPO_ROOT
+from common.database import Base, Database, build_engine
+from common.migrations import (
+    VERSION_TABLE,
+    UnmanagedSchemaError,
+    current_revision,
+    downgrade_to_base,
+    head_revision,
+    schema_differences,
+    upgrade_to_head,
+)
+
+REGENERATE_HINT = "models and migrations differ: generate a revision (migrations/README.md)"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    reachable_postgres: Any,
+) -> Iterator[str]:
+    """An empty database of each kind; PostgreSQL is skipped where no server answers."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('migrations') / 'app.db'}"
+        return
+    if reachable_postgres is None:
+        pytest.skip("no PostgreSQL reachable (set TEST_DATABASE_URL)")
+    url = reachable_postgres.create_database()
+    yield url
+    reachable_postgres.drop_database(url)
+
+
+def _inspect(url: str, fn: Callable[[Any], Any]) -> Any:
+    async def _run() -> Any:
+        engine = build_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(fn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_run())
+
+
+def _tables(url: str) -> set[str]:
+    return _inspect(url, lambda conn: set(inspect(conn).get_table_names()))
+
+
+def test_migrated_schema_equals_the_models_schema(empty_database: str) -> None:
+    upgrade_to_head(empty_database)
+    assert current_revision(empty_database) == head_revision()
+    assert _inspect(empty_database, schema_differences) == [], REGENERATE_HINT
+    assert set(Base.metadata.tables) <= _tables(empty_database)
+
+
+def _catalog(conn: Any) -> set[tuple[str, str]]:
+    """Every table, index and trigger by name, including those made by DDL events (search)."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT 'table', tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "UNION SELECT 'index', indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                "UNION SELECT 'trigger', tgname FROM pg_trigger WHERE NOT tgisinternal"
+            )
+        )
+    return {(kind, name) for kind, name in rows if not name.startswith(VERSION_TABLE)}
+
+
+def test_migrated_database_has_the_same_objects_as_create_all(
+    empty_database: str, tmp_path_factory: pytest.TempPathFactory, reachable_postgres: Any
+) -> None:
+    if empty_database.startswith("sqlite"):
+        reference = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('reference') / 'app.db'}"
+    else:
+        reference = reachable_postgres.create_database()
+
+    async def _create_all() -> None:
+        db = Database(reference)
+        try:
+            await db.create_all()
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(_create_all())
+        upgrade_to_head(empty_database)
+        assert _inspect(empty_database, _catalog) == _inspect(reference, _catalog), REGENERATE_HINT
+    finally:
+        if not reference.startswith("sqlite"):
+            reachable_postgres.drop_database(reference)
+
+
+def test_upgrade_twice_and_concurrently_is_harmless(empty_database: str) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(upgrade_to_head, [empty_database] * 3))
+    upgrade_to_head(empty_database)
+    assert current_revision(empty_database) == head_revision()
+
+
+def test_database_made_by_create_all_is_adopted_at_head(empty_database: str) -> None:
+    async def _create_all() -> None:
+        db = Database(empty_database)
+        try:
+            await db.create_all()
+        finally:
+            await db.dispose()
+
+    asyncio.run(_create_all())
+    assert current_revision(empty_database) is None
+    upgrade_to_head(empty_database)
+    assert current_revision(empty_database) == head_revision()
+
+
+def test_unmanaged_tables_that_differ_from_the_models_are_refused(empty_database: str) -> None:
+    async def _make_foreign_users_table() -> None:
+        engine = build_engine(empty_database)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE users (id VARCHAR(36) PRIMARY KEY, nickname TEXT)"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_make_foreign_users_table())
+    with pytest.raises(UnmanagedSchemaError, match="stamp"):
+        upgrade_to_head(empty_database)
+    assert VERSION_TABLE not in _tables(empty_database)
+
+
+def test_downgrade_to_base_removes_every_shared_table(empty_database: str) -> None:
+    upgrade_to_head(empty_database)
+    downgrade_to_base(empty_database)
+    assert not (set(Base.metadata.tables) & _tables(empty_database))
+    assert current_revision(empty_database) is None
+
+
+def test_prestart_command_migrates_the_configured_database(empty_database: str) -> None:
+    env = {**os.environ, "DATABASE_URL": empty_database}
+    done = subprocess.run(
+        [sys.executable, "-m", "common.migrations"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert current_revision(empty_database) == head_revision()
+    assert "head" in done.stderr
+
+
+def test_every_revision_is_on_one_line_of_history() -> None:
+    from alembic.script import ScriptDirectory
+
+    from common.migrations import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1, "several heads: merge them with `alembic merge heads`"

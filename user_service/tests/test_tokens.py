@@ -1,0 +1,120 @@
+"""Token lifecycle: rotation, reuse detection, logout, and "revoked before" on password change,
+deactivation and role change."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from user_service.tests.conftest import PASSWORD, AuthActions, assert_error
+
+
+def _refresh(client: TestClient, refresh_token: str):
+    return client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def test_refresh_rotates_the_pair_and_revokes_the_old_refresh_token(client: TestClient, auth: AuthActions) -> None:
+    _, first = auth.new_user()
+    rotated = _refresh(client, first["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()
+    assert second["token_type"] == "bearer" and second["refresh_token"] != first["refresh_token"]
+    assert auth.me(second).status_code == 200
+    third = _refresh(client, second["refresh_token"])
+    assert third.status_code == 200
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(client: TestClient, auth: AuthActions) -> None:
+    _, first = auth.new_user()
+    second = _refresh(client, first["refresh_token"]).json()
+
+    reuse = _refresh(client, first["refresh_token"])
+    assert_error(reuse, 401, "invalid_token")
+    assert reuse.headers["www-authenticate"] == "Bearer"
+
+    # Everything issued so far is now dead: the attacker's and the victim's tokens alike.
+    assert_error(auth.me(second), 401, "invalid_token")
+    assert_error(auth.me(first), 401, "invalid_token")
+    assert_error(_refresh(client, second["refresh_token"]), 401, "invalid_token")
+
+
+def test_logout_revokes_access_and_refresh_tokens(client: TestClient, auth: AuthActions) -> None:
+    _, tokens = auth.new_user()
+    other_session = auth.login(auth.me(tokens).json()["username"])
+    out = client.post(
+        "/api/v1/auth/logout", headers=auth.headers(tokens), json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert out.status_code == 204 and out.content == b""
+    assert_error(auth.me(tokens), 401, "invalid_token")
+    assert_error(_refresh(client, tokens["refresh_token"]), 401, "invalid_token")
+    # Logout ends this session only; another device stays signed in.
+    assert auth.me(other_session).status_code == 200
+
+
+def test_logout_without_a_body_revokes_the_access_token(client: TestClient, auth: AuthActions) -> None:
+    _, tokens = auth.new_user()
+    assert client.post("/api/v1/auth/logout", headers=auth.headers(tokens)).status_code == 204
+    assert_error(auth.me(tokens), 401, "invalid_token")
+
+
+def test_logout_cannot_revoke_another_users_refresh_token(client: TestClient, auth: AuthActions) -> None:
+    _, mine = auth.new_user()
+    _, theirs = auth.new_user()
+    out = client.post(
+        "/api/v1/auth/logout", headers=auth.headers(mine), json={"refresh_token": theirs["refresh_token"]}
+    )
+    assert out.status_code == 204
+    assert _refresh(client, theirs["refresh_token"]).status_code == 200
+
+
+def test_password_change_revokes_earlier_tokens(client: TestClient, auth: AuthActions) -> None:
+    user, tokens = auth.new_user()
+    other_device = auth.login(user["username"])
+    changed = client.post(
+        "/api/v1/users/me/password",
+        headers=auth.headers(tokens),
+        json={"old_password": PASSWORD, "new_password": "a brand new password"},
+    )
+    assert changed.status_code == 204
+    for old in (tokens, other_device):
+        assert_error(auth.me(old), 401, "invalid_token")
+        assert_error(_refresh(client, old["refresh_token"]), 401, "invalid_token")
+    bad_login = client.post("/api/v1/auth/login", json={"username": user["username"], "password": PASSWORD})
+    assert_error(bad_login, 401)
+    fresh = auth.login(user["username"], "a brand new password")
+    assert auth.me(fresh).status_code == 200
+
+
+def test_password_change_with_a_wrong_old_password_is_refused(client: TestClient, auth: AuthActions) -> None:
+    _, tokens = auth.new_user()
+    changed = client.post(
+        "/api/v1/users/me/password",
+        headers=auth.headers(tokens),
+        json={"old_password": "not my password", "new_password": "a brand new password"},
+    )
+    assert_error(changed, 403)
+    assert auth.me(tokens).status_code == 200
+
+
+def test_admin_deactivation_revokes_tokens_and_blocks_login(client: TestClient, auth: AuthActions) -> None:
+    user, tokens = auth.new_user()
+    admin = auth.admin()
+    off = client.patch(f"/api/v1/users/{user['id']}", headers=auth.headers(admin), json={"is_active": False})
+    assert off.status_code == 200 and off.json()["is_active"] is False
+    assert_error(auth.me(tokens), 401, "invalid_token")
+    assert_error(_refresh(client, tokens["refresh_token"]), 401, "invalid_token")
+    login = client.post("/api/v1/auth/login", json={"username": user["username"], "password": PASSWORD})
+    assert_error(login, 403, "forbidden")
+
+    on = client.patch(f"/api/v1/users/{user['id']}", headers=auth.headers(admin), json={"is_active": True})
+    assert on.status_code == 200 and on.json()["is_active"] is True
+    assert auth.me(auth.login(user["username"])).status_code == 200
+
+
+def test_role_change_revokes_tokens_that_carry_the_old_role(client: TestClient, auth: AuthActions) -> None:
+    user, tokens = auth.new_user()
+    admin = auth.admin()
+    promoted = client.patch(f"/api/v1/users/{user['id']}", headers=auth.headers(admin), json={"role": "admin"})
+    assert promoted.status_code == 200 and promoted.json()["role"] == "admin"
+    assert_error(auth.me(tokens), 401, "invalid_token")
+    new_tokens = auth.login(user["username"])
+    assert client.get("/api/v1/users", headers=auth.headers(new_tokens)).status_code == 200

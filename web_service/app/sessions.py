@@ -1,0 +1,102 @@
+"""Server-side browser sessions in Redis (the backend-for-frontend of SPEC §10).
+
+The browser holds only an opaque random id in an HttpOnly, SameSite=Lax cookie (Secure in
+production); the tokens, the CSRF token and the user's name live in Redis under the SHA-256 of that
+id, so a Redis dump gives no usable cookie. Signing in issues a new id (no session fixation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+
+from web_service.app.config import WebSettings
+from web_service.app.user_api import TokenPair
+
+
+@dataclass(slots=True)
+class BrowserSession:
+    id: str
+    csrf_token: str
+    user_id: str | None = None
+    username: str | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+    access_expires_at: float = 0.0
+
+    @property
+    def signed_in(self) -> bool:
+        return bool(self.access_token and self.refresh_token)
+
+    def csrf_matches(self, candidate: str | None) -> bool:
+        return bool(candidate) and hmac.compare_digest(self.csrf_token, str(candidate))
+
+
+def session_key(session_id: str) -> str:
+    return "web:session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def refresh_lock_key(session_id: str) -> str:
+    return session_key(session_id) + ":refresh-lock"
+
+
+class SessionStore:
+    """Create, read, update and drop browser sessions."""
+
+    def __init__(self, client: redis.Redis, settings: WebSettings) -> None:
+        self.redis = client
+        self.settings = settings
+
+    def load(self, session_id: str | None) -> BrowserSession | None:
+        if not session_id or len(session_id) > 128:
+            return None
+        raw = self.redis.get(session_key(session_id))
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return BrowserSession(id=session_id, **data)
+
+    def save(self, session: BrowserSession) -> None:
+        data = asdict(session)
+        data.pop("id")
+        ttl = self.settings.session_ttl_seconds if session.signed_in else self.settings.anonymous_session_ttl_seconds
+        self.redis.set(session_key(session.id), json.dumps(data), ex=ttl)
+
+    def create_anonymous(self) -> BrowserSession:
+        session = BrowserSession(id=secrets.token_urlsafe(32), csrf_token=secrets.token_urlsafe(32))
+        self.save(session)
+        return session
+
+    def sign_in(self, previous: BrowserSession | None, tokens: TokenPair, user: dict[str, object]) -> BrowserSession:
+        """A fresh session id and CSRF token for the signed-in user; the pre-login session is dropped."""
+        if previous is not None:
+            self.delete(previous.id)
+        session = BrowserSession(
+            id=secrets.token_urlsafe(32),
+            csrf_token=secrets.token_urlsafe(32),
+            user_id=str(user.get("id")),
+            username=str(user.get("username")),
+        )
+        self.store_tokens(session, tokens)
+        return session
+
+    def store_tokens(self, session: BrowserSession, tokens: TokenPair) -> None:
+        session.access_token = tokens.access_token
+        session.refresh_token = tokens.refresh_token
+        session.access_expires_at = time.time() + tokens.expires_in
+        self.save(session)
+
+    def delete(self, session_id: str) -> None:
+        self.redis.delete(session_key(session_id), refresh_lock_key(session_id))
+
+    def acquire_refresh_lock(self, session_id: str) -> bool:
+        return bool(self.redis.set(refresh_lock_key(session_id), "1", nx=True, ex=self.settings.refresh_lock_seconds))
+
+    def release_refresh_lock(self, session_id: str) -> None:
+        self.redis.delete(refresh_lock_key(session_id))

@@ -1,0 +1,153 @@
+"""Browser-session rules that need no other service: cookie flags, CSRF, the token-handing
+API paths, language choice, and the SPEC error shape when upstreams are down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from web_service.app.sessions import BrowserSession
+from web_service.app.user_api import TokenPair
+from web_service.tests.conftest import csrf_from
+
+
+def test_login_form_sets_an_httponly_samesite_session_cookie(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert response.status_code == 200
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("sra_session=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert csrf_from(response.get_data(as_text=True))
+    assert "Content-Security-Policy" in response.headers
+
+
+def test_register_form_carries_a_csrf_field(client: FlaskClient) -> None:
+    assert csrf_from(client.get("/register").get_data(as_text=True))
+
+
+def test_production_cookie_is_secure(web_app_factory: Callable[..., Flask]) -> None:
+    app = web_app_factory(env="production")
+    cookie = app.test_client().get("/login").headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_post_without_csrf_token_is_refused(client: FlaskClient) -> None:
+    client.get("/login")
+    response = client.post("/login", data={"username": "alice", "password": "secret-password"})
+    assert response.status_code == 403
+    assert "CSRF" in response.get_data(as_text=True)
+
+
+def test_post_with_a_wrong_csrf_token_is_refused_with_the_error_shape(client: FlaskClient) -> None:
+    client.get("/login")
+    response = client.post("/api/v1/records", json={"title": "x"}, headers={"X-CSRF-Token": "forged"})
+    assert response.status_code == 403
+    body = response.get_json()
+    assert body["code"] == "forbidden" and body["request_id"]
+
+
+def test_cross_site_origin_is_refused_even_with_the_token(client: FlaskClient) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"username": "alice", "password": "secret-password", "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+
+
+def test_login_with_token_and_user_service_down_answers_503(client: FlaskClient) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"username": "alice", "password": "secret-password", "csrf_token": token},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 503
+    assert response.get_json()["code"] == "service_unavailable"
+
+
+def test_api_without_session_is_forwarded_anonymously_and_down_upstream_is_503(client: FlaskClient) -> None:
+    response = client.get("/api/v1/records")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["code"] == "service_unavailable" and "mobile_service" in body["detail"]
+
+
+def test_unknown_api_path_is_404_in_the_error_shape(client: FlaskClient) -> None:
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404 and response.get_json()["code"] == "not_found"
+
+
+def test_token_handing_auth_paths_are_refused_to_page_scripts(client: FlaskClient) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    for path in ("/api/v1/auth/login", "/api/v1/auth/token", "/api/v1/auth/refresh"):
+        response = client.post(path, json={"username": "a", "password": "b"}, headers={"X-CSRF-Token": token})
+        assert response.status_code == 403, path
+        assert response.get_json()["code"] == "forbidden"
+
+
+def test_app_page_redirects_to_sign_in_without_a_session(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/login")
+
+
+def test_signed_in_session_gets_the_app_shell_with_its_csrf_token(web_app: Flask, client: FlaskClient) -> None:
+    store = web_app.extensions["web_sessions"]
+    session = store.sign_in(None, TokenPair("access", "refresh", 900), {"id": "u1", "username": "carol"})
+    client.set_cookie("sra_session", session.id)
+    html = client.get("/").get_data(as_text=True)
+    assert session.csrf_token in html and "carol" in html
+    assert "access" not in html.replace("access_", "")  # the tokens never reach the page
+
+
+def test_session_in_redis_is_keyed_by_a_hash_not_the_cookie(web_app: Flask) -> None:
+    store = web_app.extensions["web_sessions"]
+    session: BrowserSession = store.create_anonymous()
+    assert store.redis.get("web:session:" + session.id) is None
+    assert store.load(session.id) is not None
+    assert store.load("x" * 500) is None
+
+
+def test_preview_needs_a_signed_in_session(client: FlaskClient) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    headers = {"X-CSRF-Token": token, "Accept": "application/json"}
+    response = client.post("/web/preview", json={"markdown": "# hi"}, headers=headers)
+    assert response.status_code == 401 and response.get_json()["code"] == "not_authenticated"
+
+
+def test_preview_renders_sanitised_html(web_app: Flask, client: FlaskClient) -> None:
+    session = web_app.extensions["web_sessions"].sign_in(None, TokenPair("a", "r", 900), {"id": "u2", "username": "d"})
+    client.set_cookie("sra_session", session.id)
+    response = client.post(
+        "/web/preview",
+        json={"markdown": "**hi** <script>alert(1)</script>"},
+        headers={"X-CSRF-Token": session.csrf_token},
+    )
+    html = response.get_json()["html"]
+    assert "<strong>hi</strong>" in html and "<script" not in html
+
+
+def test_language_follows_accept_language_and_the_toggle(client: FlaskClient) -> None:
+    assert "登录" in client.get("/login", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).get_data(as_text=True)
+    assert "Sign in" in client.get("/login", headers={"Accept-Language": "en-GB"}).get_data(as_text=True)
+    toggle = client.get("/lang/zh-CN?next=/login")
+    assert toggle.status_code == 303 and toggle.headers["Location"].endswith("/login")
+    assert "登录" in client.get("/login").get_data(as_text=True)
+
+
+def test_open_redirects_are_refused(client: FlaskClient) -> None:
+    for target in ("//evil.example", "https://evil.example", "/\\evil.example"):
+        response = client.get(f"/lang/en?next={target}")
+        assert response.headers["Location"] in ("/", "http://localhost/")
+
+
+def test_public_page_with_mobile_service_down_is_503_html(client: FlaskClient) -> None:
+    response = client.get("/p/some-slug")
+    assert response.status_code == 503 and "text/html" in response.content_type
+
+
+def test_health_is_the_factory_shape(client: FlaskClient) -> None:
+    assert client.get("/health").get_json()["service"] == "web_service"
