@@ -3,7 +3,9 @@
 - A real Redis: ``TEST_REDIS_URL`` if set, else one answering on 127.0.0.1:6379, else a
   ``redis-server`` (or fakeredis's TCP server) that this run starts. Each run uses its own
   database number and flushes it first.
-- A real SQLite file per test module (``TEST_DATABASE_URL`` points the tests at PostgreSQL).
+- A real SQLite file per test module; with ``TEST_DATABASE_URL`` (a PostgreSQL server, e.g.
+  ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) a throwaway database of its own on that
+  server per test module, dropped afterwards, so concurrent runs never collide.
 - ``make_settings`` builds a service's settings for in-process apps; ``issue_token`` mints real
   tokens with ``common.security``; ``launch_suite`` runs ``python main.py`` on free ports.
 """
@@ -45,12 +47,25 @@ def local_redis() -> Iterator[LocalRedis]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(local_redis: LocalRedis) -> str:
-    """A Redis database of this run's own, flushed at the start."""
+def redis_url(local_redis: LocalRedis) -> Iterator[str]:
+    """A Redis database of this run's own (1-15, claimed with a lease key in db 0 so that concurrent
+    runs never share one), flushed at the start."""
     base = local_redis.url.rsplit("/", 1)[0] if local_redis.url.count("/") > 2 else local_redis.url
-    url = f"{base}/{1 + os.getpid() % 15}"
+    control = redis.Redis.from_url(f"{base}/0")
+    claimed = None
+    for _attempt in range(600):
+        for number in range(1, 16):
+            if control.set(f"test-run:db:{number}", str(os.getpid()), nx=True, ex=7200):
+                claimed = number
+                break
+        if claimed is not None:
+            break
+        time.sleep(1)
+    assert claimed is not None, "all Redis test databases 1-15 are claimed by other runs"
+    url = f"{base}/{claimed}"
     redis.Redis.from_url(url).flushdb()
-    return url
+    yield url
+    control.delete(f"test-run:db:{claimed}")
 
 
 class PostgresServer:
@@ -112,8 +127,12 @@ class PostgresServer:
             self.created.remove(name)
 
     def sweep_stale(self) -> None:
-        """Drop databases of earlier runs whose process no longer exists (a killed run)."""
-        rows = self._execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{self.PREFIX}%'")[0]
+        """Drop databases of earlier runs whose process no longer exists (a killed run) and that
+        nobody is connected to."""
+        rows = self._execute(
+            f"SELECT datname FROM pg_database d WHERE datname LIKE '{self.PREFIX}%' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"
+        )[0]
         for row in rows:
             pid = row["datname"][len(self.PREFIX) :].split("_", 1)[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
@@ -312,8 +331,11 @@ def healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def launch_suite(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Suite]]:
-    """Start ``python main.py [services]`` on free ports with a fresh SQLite file; stop it after."""
+def launch_suite(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, make_database_url: Callable[[], str]
+) -> Iterator[Callable[..., Suite]]:
+    """Start ``python main.py [services]`` on free ports with a fresh database (a SQLite file, or a
+    throwaway PostgreSQL database with TEST_DATABASE_URL); stop it after."""
     suites: list[Suite] = []
 
     def _launch(
@@ -334,7 +356,7 @@ def launch_suite(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 child_env.pop(key)
         child_env.update(
             {
-                "DATABASE_URL": os.environ.get("TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{tmp / 'app.db'}",
+                "DATABASE_URL": make_database_url(),
                 "REDIS_URL": redis_url,
                 "SECRET_KEY": TEST_SECRET,
                 "LOG_DIR": str(tmp / "logs"),

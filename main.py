@@ -22,8 +22,8 @@ service has been given up does the launcher stop, with exit code 1.
 Stopping: Ctrl-C or SIGTERM stops every child (SIGTERM to its process group, SIGKILL after
 ``LAUNCHER_STOP_GRACE_SECONDS``), then the LLM upstream and the Redis it started; exit code 0.
 A second Ctrl-C/SIGTERM while stopping SIGKILLs every child at once.
-Children also die when the launcher is killed outright (``PR_SET_PDEATHSIG``, see
-``common.processes``).
+Children also die when the launcher is killed outright (Linux ``PR_SET_PDEATHSIG``, see
+``common.processes``; elsewhere only a launcher that gets to run its shutdown stops them).
 """
 
 from __future__ import annotations
@@ -177,6 +177,16 @@ def create_tables(database_url: str) -> None:
     asyncio.run(_run())
 
 
+def safe_url(url: str) -> str:
+    """A database URL fit for the console: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "DATABASE_URL"
+
+
 Row = tuple[str, str, str, str, str]
 
 
@@ -263,7 +273,13 @@ class Launcher:
         if any(s in self.services for s in LLM_CLIENTS):
             self._maybe_start_fake_llm(env)
         say("creating database tables")
-        create_tables(self.settings.database_url)
+        try:
+            create_tables(self.settings.database_url)
+        except Exception as exc:  # any driver error: say which database and why, then stop cleanly
+            say(f"ERROR: cannot create the tables in {safe_url(self.settings.database_url)}: {exc!r}")
+            return EXIT_CONFIG_ERROR
+        if self.stopping.is_set():
+            return 0
         for index, name in enumerate(self.services):
             settings = load_settings(Settings, name)
             child = Child(
@@ -302,7 +318,9 @@ class Launcher:
         child.start()
         self.fake_llm = child
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and child.exit_code() is None and not healthy(child.url):
+        while not self.stopping.is_set() and time.monotonic() < deadline and child.exit_code() is None:
+            if healthy(child.url):
+                break
             time.sleep(0.1)
         env["LLM_BASE_URL"] = f"{child.url}/v1"
         env["LLM_API_KEY"] = FAKE_LLM_API_KEY

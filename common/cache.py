@@ -16,17 +16,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def create_redis(url: str) -> aioredis.Redis:
+# Per process. redis-py's pool raises "Too many connections" (→ 503) past this many commands in
+# flight at once instead of waiting; its BlockingConnectionPool waits but cost ~25 % more CPU per
+# command (measured: 169 vs 134 us per MGET at 64 concurrent), so the cap is set high instead.
+REDIS_MAX_CONNECTIONS = 1024
+
+
+def create_redis(url: str, max_connections: int = REDIS_MAX_CONNECTIONS) -> aioredis.Redis:
     """A pooled client with short timeouts so a dead Redis fails fast instead of hanging requests."""
-    return aioredis.Redis.from_url(
+    pool = aioredis.ConnectionPool.from_url(
         url,
+        max_connections=max_connections,
         decode_responses=True,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        max_connections=256,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def redis_unavailable_detail(url: str) -> str:

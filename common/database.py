@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,94 @@ def build_engine(url: str, *, inline_reads: bool = True, **kwargs: Any) -> Async
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class _PreparedRead:
+    sql: str
+    bind_names: tuple[str, ...]
+    bind_processors: dict[str, Any]
+    columns: tuple[str, ...]
+    result_processors: tuple[Any, ...]
+
+
+class QuickReader:
+    """Hot, small reads (a row by key) without the async ORM round trip, on SQLite.
+
+    Statements are SQLAlchemy Core built from the models and compiled once per name; values go
+    through the column types (``UTCDateTime``, JSON) exactly as the ORM would convert them. On
+    SQLite they run inline on a read-only connection of their own (WAL: readers never wait for
+    writers and see every committed write); elsewhere they run through the engine as usual.
+    Only for statements that touch a handful of rows by index: the event loop runs them.
+    """
+
+    def __init__(self, engine: AsyncEngine, sqlite_path: Path | None) -> None:
+        self.engine = engine
+        self._path = sqlite_path
+        self._conn: sqlite3.Connection | None = None
+        self._prepared: dict[str, _PreparedRead] = {}
+        self._statements: dict[str, Any] = {}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            assert self._path is not None
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only=ON")
+            self._conn = conn
+        return self._conn
+
+    def _prepare(self, name: str, build: Any) -> _PreparedRead:
+        prepared = self._prepared.get(name)
+        if prepared is None:
+            statement = build()
+            dialect = self.engine.dialect
+            compiled = statement.compile(dialect=dialect)
+            columns = tuple(c.key for c in statement.selected_columns)
+            prepared = _PreparedRead(
+                sql=compiled.string,
+                bind_names=tuple(compiled.positiontup or ()),
+                bind_processors=dict(compiled._bind_processors),
+                columns=columns,
+                result_processors=tuple(
+                    c.type._cached_result_processor(dialect, None) for c in statement.selected_columns
+                ),
+            )
+            self._prepared[name] = prepared
+            self._statements[name] = statement
+        return prepared
+
+    async def rows(self, name: str, build: Any, **params: Any) -> list[dict[str, Any]]:
+        """Rows of the statement ``build()`` makes (compiled once under ``name``), as dicts;
+        ``params`` fill its ``bindparam``s."""
+        prepared = self._prepare(name, build)
+        if self._path is None:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(self._statements[name], params)
+                return [dict(row) for row in result.mappings()]
+        values = []
+        for bind in prepared.bind_names:
+            value = params[bind]
+            processor = prepared.bind_processors.get(bind)
+            values.append(processor(value) if processor else value)
+        cursor = self._connection().execute(prepared.sql, values)
+        try:
+            fetched = cursor.fetchall()
+        finally:
+            cursor.close()
+        processors = prepared.result_processors
+        return [
+            {
+                column: (processor(value) if processor else value)
+                for column, processor, value in zip(prepared.columns, processors, row, strict=True)
+            }
+            for row in fetched
+        ]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class Database:
     """Owns one engine and its session factory; opened and closed by the app's lifespan."""
 
@@ -215,6 +304,8 @@ class Database:
         self.url = url
         self.engine = build_engine(url, **engine_kwargs)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        # In-memory SQLite has no file a second connection could open: reads take the engine.
+        self.quick = QuickReader(self.engine, _sqlite_path(url) if url.startswith("sqlite") else None)
 
     @property
     def is_sqlite(self) -> bool:
@@ -249,6 +340,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        self.quick.close()
         await self.engine.dispose()
 
 

@@ -7,7 +7,7 @@ Two layers:
   header filtering both ways (``forward_request_headers`` / ``forward_response_headers``), the
   upstream URL (``upstream_url``) and the SPEC §4 failures (``upstream_unreachable`` → 503,
   ``upstream_timed_out`` → 504, ``upstream_failed`` → 502).
-- **The ASGI face** (``AsgiForwarder`` + ``install_forwarding``), mounted in mobile_service. It
+- **The ASGI face** (``AsgiForwarder`` + ``install_forwarding``), in front of mobile_service. It
   streams both ways: the request body goes upstream as the client sends it (never buffered whole)
   and the response goes back chunk by chunk as it arrives (SSE works). Its HTTP client is one
   shared aiohttp ``ClientSession``: measured in ``bench/bench_forward.py``, httpx's connection pool
@@ -25,7 +25,6 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
@@ -319,37 +318,60 @@ async def _send_error(send: Send, request_id: str, exc: AppError) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-class ForwardedBodyLimit:
-    """Outer ASGI middleware: forwarded paths get the forwarding body limit instead of the service's
-    own (an image upload is judged by image_service, not by the records API's JSON limit)."""
+@dataclass(frozen=True, slots=True)
+class _RouteTemplate:
+    """What the access log and metrics read as the route of a forwarded request."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, routes: tuple[ForwardRoute, ...] = FORWARD_ROUTES) -> None:
+    path: str
+
+
+class ForwardingDispatch:
+    """Outer ASGI middleware: forwarded paths go straight to the forwarder, wrapped in the app's own
+    request-id/access-log/metrics middleware (and CORS when configured), without the framework's
+    routing and dependency machinery in between (measured in ``bench/bench_forward.py``). They
+    get the forwarding body limit, not the service's own: an image upload is judged by
+    image_service, not by the records API's JSON limit. Everything else goes to the app."""
+
+    def __init__(self, app: ASGIApp, forward_app: ASGIApp, routes: tuple[ForwardRoute, ...] = FORWARD_ROUTES) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.forward_app = forward_app
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and upstream_for(scope["path"], self.routes) is not None:
-            scope.setdefault("state", {})["max_body_bytes"] = self.max_body_bytes
+        if scope["type"] == "http":
+            path = scope["path"]
+            for route in self.routes:
+                if route.matches(path):
+                    scope["route"] = _RouteTemplate(route.prefix + "/*")
+                    await self.forward_app(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 
-def forwarding_routes(forwarder: AsgiForwarder) -> list[Route]:
-    """Starlette routes for every forwarded prefix, so the app's own middleware (request id,
-    access log, metrics by route template) runs for forwarded requests too."""
-    routes: list[Route] = []
-    for route in forwarder.routes:
-        routes.append(Route(route.prefix, forwarder, include_in_schema=False))
-        routes.append(Route(route.prefix + "/{rest:path}", forwarder, include_in_schema=False))
-    return routes
-
-
 def install_forwarding(app: Any, config: ForwardingConfig) -> AsgiForwarder:
-    """Mount the forwarding proxy in a FastAPI/Starlette app; returns the forwarder, whose
-    ``open``/``aclose`` the caller runs in the app's lifespan."""
+    """Put the forwarding proxy in front of a FastAPI app built by ``common.app_factory``;
+    returns the forwarder, whose ``open``/``aclose`` the caller runs in the app's lifespan."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from common.app_factory import RequestContextMiddleware
+    from common.observability import REQUEST_ID_HEADER
+
+    settings = app.state.settings
     forwarder = AsgiForwarder(config)
-    app.router.routes.extend(forwarding_routes(forwarder))
-    app.add_middleware(ForwardedBodyLimit, max_body_bytes=config.max_body_bytes)
+    forward_app: ASGIApp = forwarder
+    if settings.cors_origin_list:
+        forward_app = CORSMiddleware(
+            forward_app,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[REQUEST_ID_HEADER],
+        )
+    forward_app = RequestContextMiddleware(
+        forward_app, service=settings.service_name, max_body_bytes=config.max_body_bytes
+    )
+    app.add_middleware(ForwardingDispatch, forward_app=forward_app, routes=forwarder.routes)
     app.state.forwarder = forwarder
     return forwarder
 
@@ -360,11 +382,10 @@ __all__ = [
     "HOP_BY_HOP",
     "AsgiForwarder",
     "ForwardRoute",
-    "ForwardedBodyLimit",
     "ForwardingConfig",
+    "ForwardingDispatch",
     "forward_request_headers",
     "forward_response_headers",
-    "forwarding_routes",
     "install_forwarding",
     "upstream_failed",
     "upstream_for",

@@ -20,7 +20,7 @@ import httpx
 from flask import Request, Response, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from common.errors import PayloadTooLarge
+from common.errors import NotFound, PayloadTooLarge
 from common.forwarding import (
     FORWARD_ROUTES,
     ForwardingConfig,
@@ -99,8 +99,9 @@ class WsgiForwarder:
     def forward(self, request: Request, *, request_id: str, token: str | None = None) -> Response:
         """Forward ``request``; the answer streams back as the upstream sends it."""
         service = upstream_for(request.path, self.routes)
-        base_url = self.base_url(service or "upstream")
-        assert service is not None
+        if service is None:
+            raise NotFound(f"No service serves {request.path}")
+        base_url = self.base_url(service)
         incoming = [(k, v) for k, v in request.headers.items() if k.lower() not in self.drop_request_headers]
         headers = forward_request_headers(
             incoming, client_host=request.remote_addr, request_id=request_id, scheme=request.scheme

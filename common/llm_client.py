@@ -102,25 +102,30 @@ def estimate_tokens(text: str) -> int:
 
 @contextmanager
 def provider_errors(provider: str = "LLM provider") -> Iterator[None]:
-    """Translate ``openai`` exceptions raised inside the block into ``common.errors``."""
+    """Translate ``openai`` exceptions raised inside the block into ``common.errors`` (and log them)."""
     try:
         yield
-    except AppError:
-        raise
-    except openai.APITimeoutError as exc:
-        raise UpstreamTimeout(f"The {provider} did not answer in time") from exc
-    except openai.APIConnectionError as exc:
-        raise UpstreamError(f"The {provider} connection failed: {_short(exc)}") from exc
-    except openai.RateLimitError as exc:
-        raise RateLimited(_retry_after(exc), f"The {provider} is rate limiting requests; retry later") from exc
-    except openai.APIStatusError as exc:
-        if exc.status_code in _REFUSED_STATUSES:
-            raise BadRequest(f"The {provider} refused the request: {_short(exc)}") from exc
-        if exc.status_code in (401, 403):
-            raise UpstreamError(f"The {provider} rejected the API key; check LLM_API_KEY") from exc
-        raise UpstreamError(f"The {provider} answered {exc.status_code}") from exc
     except openai.OpenAIError as exc:
-        raise UpstreamError(f"The {provider} failed: {_short(exc)}") from exc
+        error = map_provider_error(exc, provider)
+        logger.warning("%s call failed: %s → %s %s", provider, type(exc).__name__, error.status_code, error.detail)
+        raise error from exc
+
+
+def map_provider_error(exc: openai.OpenAIError, provider: str = "LLM provider") -> AppError:
+    """The SPEC error for one ``openai`` exception."""
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout(f"The {provider} did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(f"The {provider} connection failed: {_short(exc)}")
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimited(_retry_after(exc), f"The {provider} is rate limiting requests; retry later")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code in _REFUSED_STATUSES:
+            return BadRequest(f"The {provider} refused the request: {_short(exc)}")
+        if exc.status_code in (401, 403):
+            return UpstreamError(f"The {provider} rejected the API key; check LLM_API_KEY")
+        return UpstreamError(f"The {provider} answered {exc.status_code}")
+    return UpstreamError(f"The {provider} failed: {_short(exc)}")
 
 
 def _short(exc: Exception) -> str:

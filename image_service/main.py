@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from common.app_factory import create_app, serve
 from common.config import load_settings
 from image_service.app.config import ImageSettings
+from image_service.app.images import ImageContext
+from image_service.app.processing import DecodePool
 from image_service.app.provider import ImageProvider, provider_configured
 from image_service.app.routes import router
 from image_service.app.storage import build_storage
@@ -28,11 +30,15 @@ SERVICE = "image_service"
 
 async def _open_images(app: FastAPI) -> None:
     settings: ImageSettings = app.state.settings
-    app.state.storage = build_storage(settings.image_storage_dir)
+    app.state.images = ImageContext(
+        storage=build_storage(settings.image_storage_dir),
+        settings=settings,
+        decoder=DecodePool(settings.image_decode_workers),
+    )
     app.state.provider = ImageProvider(settings)
     app.state.generation_workers = None
     if settings.generation_workers_enabled and provider_configured(settings):
-        workers = GenerationWorkers(app.state.db, app.state.storage, app.state.provider, settings)
+        workers = GenerationWorkers(app.state.db, app.state.images, app.state.provider)
         await workers.start()
         app.state.generation_workers = workers
 
@@ -44,10 +50,13 @@ async def _close_images(app: FastAPI) -> None:
     provider: ImageProvider | None = getattr(app.state, "provider", None)
     if provider is not None:
         await provider.aclose()
+    images: ImageContext | None = getattr(app.state, "images", None)
+    if images is not None:
+        images.decoder.close()
 
 
 async def _storage_ready(app: FastAPI) -> None:
-    await app.state.storage.check()
+    await app.state.images.storage.check()
 
 
 def build_app(settings: ImageSettings | None = None, **factory_kwargs: object) -> FastAPI:

@@ -44,10 +44,16 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+def open_context(browser: Any, **options: Any) -> Any:
+    """A fresh browser context (its own cookies), phone-sized; generous waits on a busy machine."""
+    ctx = browser.new_context(**{"viewport": PHONE, "locale": "en-US", **options})
+    ctx.set_default_timeout(30_000)
+    return ctx
+
+
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport=PHONE, locale="en-US")
-    ctx.set_default_timeout(15_000)
+    ctx = open_context(browser)
     yield ctx
     ctx.close()
 
@@ -62,7 +68,11 @@ def sign_up(page: Any, web_url: str) -> str:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(#/records)?$"))
+    try:
+        page.wait_for_url(re.compile(r"/(#/records)?$"), timeout=30_000)  # password hashing is slow
+    except sync_api.TimeoutError:
+        shot(page, f"sign-up-failed-{username}")
+        pytest.fail(f"sign-up did not reach the app: {page.url} {page.locator('body').inner_text()[:500]!r}")
     page.locator("#view-records").wait_for(state="visible")
     return username
 
@@ -124,7 +134,7 @@ def test_a_new_user_walks_through_the_app(browser: Any, context: Any, web_url: s
     public_url = publish(page)
     shot(page, "04-published")
 
-    stranger = browser.new_context(viewport=PHONE)  # a fresh context: no cookies
+    stranger = open_context(browser)  # a fresh context: no cookies
     try:
         public = stranger.new_page()
         public.goto(public_url)
@@ -181,7 +191,7 @@ def test_hostile_markdown_is_inert_on_the_public_page(browser: Any, context: Any
     page.locator("#preview h1", has_text="Hostile").wait_for()
     public_url = publish(page)
 
-    stranger = browser.new_context(viewport=PHONE)
+    stranger = open_context(browser)
     try:
         public = stranger.new_page()
         public.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -261,7 +271,7 @@ def test_images_gallery_generation_progress_and_public_images(browser: Any, cont
     page.locator("#attachments img").wait_for()
     public_url = publish(page)
 
-    stranger = browser.new_context(viewport=PHONE)
+    stranger = open_context(browser)
     try:
         public = stranger.new_page()
         public.goto(public_url)
@@ -275,7 +285,7 @@ def test_images_gallery_generation_progress_and_public_images(browser: Any, cont
 
 
 def test_the_ui_speaks_simplified_chinese(browser: Any, web_url: str) -> None:
-    ctx = browser.new_context(viewport=PHONE, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    ctx = open_context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     try:
         page = ctx.new_page()
         page.goto(f"{web_url}/login")

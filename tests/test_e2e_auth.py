@@ -84,6 +84,9 @@ def test_all_five_services_are_healthy_and_listed_in_the_ready_table(suite: Suit
         assert row.split()[4].endswith("s"), row  # the time it took, e.g. "3.2s"
     redis_row = next(line for line in table if line.startswith("redis"))
     assert suite.env["REDIS_URL"] in redis_row and "configured (REDIS_URL)" in redis_row
+    # Each child's output is relayed line by line, prefixed with its name.
+    for name in SERVICES:
+        assert any(line.startswith(f"{name:<15}| ") for line in lines), name
 
 
 def test_a_token_from_user_service_works_at_mobile_service_until_logout(suite: Suite) -> None:
@@ -119,6 +122,7 @@ def test_sigterm_stops_every_child_and_frees_every_port(suite: Suite) -> None:
     assert len(web_group) >= 2 and set(web_group) <= set(children)
     assert suite.leftovers(), "the suite's processes carry its SUITE_ID"
 
+    fake_llm = [line.split()[1] for line in suite.text().splitlines() if line.startswith("fake_llm ")]
     suite.proc.send_signal(signal.SIGTERM)
     assert suite.wait_exit(60) == 0, suite.text()[-3000:]
 
@@ -127,6 +131,9 @@ def test_sigterm_stops_every_child_and_frees_every_port(suite: Suite) -> None:
     for name in SERVICES:
         port = int(suite.url(name).rsplit(":", 1)[1])
         assert port_is_free("127.0.0.1", port), f"{name}'s port {port} still bound"
+    for url in fake_llm:  # the canned LLM upstream, when the launcher started one
+        port = httpx.URL(url).port
+        assert port is not None and port_is_free("127.0.0.1", port), f"fake LLM port {port} still bound"
     assert "received SIGTERM; stopping services" in suite.text()
     assert "again; killing every child now" not in suite.text()
     assert "all services stopped" in suite.text()

@@ -233,7 +233,7 @@ def test_task_interrupted_by_kill_9_finishes_after_the_restart(suite: Suite, iss
     created = httpx.post(
         f"{base}/api/v1/generations",
         headers=bearer(token),
-        json={"prompt": "a slow sunrise [[slow:2]]", "n": 2, "size": "32x32"},
+        json={"prompt": "a slow sunrise [[slow:4]]", "n": 2, "size": "32x32"},
     )
     assert created.status_code == 202
     task_id = created.json()["id"]

@@ -139,8 +139,10 @@ def test_session_expires_after_its_ttl_unless_persistent(suite: Any, llm: httpx.
     deadline = time.monotonic() + 10 * CHAT_TTL_SECONDS
     while time.monotonic() < deadline and llm.get(f"/api/v1/chat/sessions/{fleeting['id']}", headers=me).is_success:
         time.sleep(0.25)
-    assert llm.get(f"/api/v1/chat/sessions/{fleeting['id']}", headers=me).status_code == 404
-    assert llm.get(f"/api/v1/chat/sessions/{kept['id']}", headers=me).status_code == 200
+    gone = llm.get(f"/api/v1/chat/sessions/{fleeting['id']}", headers=me)
+    assert gone.status_code == 404, gone.text
+    stays = llm.get(f"/api/v1/chat/sessions/{kept['id']}", headers=me)
+    assert stays.status_code == 200, stays.text
     assert [s["id"] for s in llm.get("/api/v1/chat/sessions", headers=me).json()["data"]] == [kept["id"]]
 
 

@@ -5,8 +5,10 @@ refresh, sign-out revocation, CSRF, public pages and streaming through the WSGI 
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -147,6 +149,10 @@ def test_records_publish_and_public_page_through_web(user: WebUser, suite: Any) 
     record = created.json()
     found = user.api("GET", "/api/v1/records", params={"q": "tomatoes"})
     assert found.status_code == 200 and record["id"] in [r["id"] for r in found.json()["data"]]
+    summary = user.api("POST", f"/api/v1/records/{record['id']}/ai/summarize")  # web → mobile → llm
+    assert summary.status_code == 200, summary.text
+    summary_text = summary.json()["result"]
+    assert summary_text
     published = user.api("POST", f"/api/v1/records/{record['id']}/publish")
     assert published.status_code == 200, published.text
     slug = published.json()["slug"]
@@ -154,6 +160,8 @@ def test_records_publish_and_public_page_through_web(user: WebUser, suite: Any) 
     assert page.status_code == 200
     assert "<h1>Tomatoes</h1>" in page.text and "<strong>ripe</strong>" in page.text
     assert '<meta property="og:title" content="Garden diary">' in page.text
+    description = re.search(r'<meta property="og:description" content="([^"]*)">', page.text)
+    assert description and html.unescape(description.group(1)) == summary_text.strip()
     assert user.api("DELETE", f"/api/v1/records/{record['id']}/publish").status_code in (200, 204)
     gone = httpx.get(f"{suite.url('web_service')}/p/{slug}")
     assert gone.status_code == 404 and "no longer published" in gone.text

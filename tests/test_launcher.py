@@ -90,8 +90,12 @@ def test_an_unknown_service_is_refused_with_the_valid_names() -> None:
         ({"LLM_SERVICE_PYTHON": "/nonexistent/python"}, "LLM_SERVICE_PYTHON=/nonexistent/python is not an executable"),
         ({"ENV": "production", "SECRET_KEY": "short"}, "set SECRET_KEY"),
         ({"LOCAL_REDIS_PROBE": "127.0.0.1:x"}, "LOCAL_REDIS_PROBE must be host:port"),
+        (
+            {"DATABASE_URL": "postgresql+asyncpg://app:hunter2-secret@127.0.0.1:1/app"},
+            "cannot create the tables in postgresql+asyncpg://app:***@127.0.0.1:1/app",
+        ),
     ],
-    ids=["missing-interpreter", "production-with-a-short-secret", "bad-probe-address"],
+    ids=["missing-interpreter", "production-with-a-short-secret", "bad-probe-address", "unreachable-database"],
 )
 def test_a_configuration_error_is_named_and_nothing_is_started(
     launch_suite: Callable[..., Suite], env: dict[str, str], message: str
@@ -99,6 +103,7 @@ def test_a_configuration_error_is_named_and_nothing_is_started(
     suite = launch_suite(env=env, wait=False)
     assert suite.wait_exit(60) == 2, suite.text()
     assert "ERROR" in suite.text() and message in suite.text()
+    assert "hunter2" not in suite.text()
     assert suite.leftovers() == []
 
 
@@ -187,16 +192,24 @@ def test_a_crash_loop_is_given_up_loudly_while_the_others_keep_running(
 
 
 def test_when_every_service_is_given_up_the_launcher_stops_with_exit_code_1(
-    launch_suite: Callable[..., Suite], tmp_path: Path
+    launch_suite: Callable[..., Suite], repo_copy: Path, tmp_path: Path
 ) -> None:
     crashing_python = tmp_path / "crashing-python"
     crashing_python.write_text("#!/bin/sh\nexit 3\n")
     crashing_python.chmod(0o755)
-    env = {"USER_SERVICE_PYTHON": str(crashing_python), "LAUNCHER_MAX_RESTARTS": "1", "LAUNCHER_BACKOFF_SECONDS": "0.1"}
-    suite = launch_suite("user_service", env=env, wait=False)
+    env = {
+        "IMAGE_SERVICE_PYTHON": str(crashing_python),
+        "LAUNCHER_MAX_RESTARTS": "1",
+        "LAUNCHER_BACKOFF_SECONDS": "0.1",
+        "LLM_API_KEY": None,  # image_service alone also gets the canned LLM upstream
+        "LLM_BASE_URL": None,
+    }
+    suite = launch_suite("image_service", root=repo_copy, env=env, wait=False)
     assert suite.wait_exit(90) == 1, suite.text()[-3000:]
-    assert "GIVING UP on user_service" in suite.text()
+    assert "GIVING UP on image_service" in suite.text()
     assert "every service has been given up; stopping" in suite.text()
+    if FAKE_LLM_EXISTS:
+        assert "Replies are CANNED test text" in suite.text()
     assert_nothing_left(suite)
 
 

@@ -73,19 +73,26 @@ def test_migrated_schema_equals_the_models_schema(empty_database: str) -> None:
     assert set(Base.metadata.tables) <= _tables(empty_database)
 
 
-def _catalog(conn: Any) -> set[tuple[str, str]]:
-    """Every table, index and trigger by name, including those made by DDL events (search)."""
+def _catalog(conn: Any) -> set[tuple[str, str, str]]:
+    """Every table, index and trigger, including those made by DDL events (search), with the
+    definition where the database normalises it (PostgreSQL indexes; SQLite triggers and virtual
+    tables, whose SQL is written by hand on both paths)."""
     if conn.dialect.name == "sqlite":
-        rows = conn.execute(text("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+        rows = conn.execute(text("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+        catalog = {
+            (kind, name, sql if kind == "trigger" or (sql or "").startswith("CREATE VIRTUAL") else "")
+            for kind, name, sql in rows
+        }
     else:
         rows = conn.execute(
             text(
-                "SELECT 'table', tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "UNION SELECT 'index', indexname FROM pg_indexes WHERE schemaname = current_schema() "
-                "UNION SELECT 'trigger', tgname FROM pg_trigger WHERE NOT tgisinternal"
+                "SELECT 'table', tablename, '' FROM pg_tables WHERE schemaname = current_schema() "
+                "UNION SELECT 'index', indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "UNION SELECT 'trigger', tgname, '' FROM pg_trigger WHERE NOT tgisinternal"
             )
         )
-    return {(kind, name) for kind, name in rows if not name.startswith(VERSION_TABLE)}
+        catalog = {(kind, name, definition) for kind, name, definition in rows}
+    return {entry for entry in catalog if not entry[1].startswith(VERSION_TABLE)}
 
 
 def test_migrated_database_has_the_same_objects_as_create_all(

@@ -21,15 +21,21 @@ from common.security import (
     REVOKED,
     REVOKED_BEFORE,
     ROTATED,
+    TokenClaims,
+    VerifiedTokenCache,
+    decode_access_token,
     decode_token,
     encode_token,
     hash_password,
+    hash_password_async,
     is_revoked,
     mark_rotated,
     revocation_reason,
     revoke_jti,
     revoke_user_tokens,
+    verified_access_tokens,
     verify_password,
+    verify_password_async,
 )
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789"
@@ -190,3 +196,52 @@ async def test_mark_rotated_succeeds_once(settings: Settings, redis: aioredis.Re
     # A later logout keeps the "rotated" marker, so reuse detection still fires.
     await revoke_jti(redis, refresh.jti, refresh.exp)
     assert await revocation_reason(redis, refresh) == ROTATED
+
+
+# ---------------------------------------------------------------- verified-token cache and hashing pool
+
+
+def test_cached_access_tokens_still_expire(settings: Settings) -> None:
+    cache = VerifiedTokenCache()
+    token, claims = encode_token(settings, "u", "user", "access", now=time.time() - 899)  # 1 s left
+    cache.put(settings, token, claims)
+    assert cache.get(settings, token) == claims
+    stale = TokenClaims(sub="u", role="user", type="access", jti="j", iat=1.0, exp=int(time.time()) - 1)
+    cache.put(settings, "stale-token", stale)
+    with pytest.raises(InvalidToken):
+        cache.get(settings, "stale-token")
+    assert cache.get(settings, "stale-token") is None  # evicted
+
+
+def test_cache_hits_only_for_the_same_token_and_secret(settings: Settings) -> None:
+    verified_access_tokens.clear()
+    token, claims = encode_token(settings, "u", "user", "access")
+    assert decode_access_token(settings, token) == claims
+    assert verified_access_tokens.get(settings, token) == claims
+    other_secret = settings.model_copy(update={"secret_key": "y" * 48})
+    assert verified_access_tokens.get(other_secret, token) is None
+    with pytest.raises(InvalidToken):
+        decode_access_token(other_secret, token)
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(InvalidToken):
+        decode_access_token(settings, tampered)
+    refresh, _ = encode_token(settings, "u", "user", "refresh")
+    with pytest.raises(InvalidToken):
+        decode_access_token(settings, refresh)
+
+
+def test_cache_is_bounded(settings: Settings) -> None:
+    cache = VerifiedTokenCache(max_entries=3)
+    tokens = [encode_token(settings, f"u{n}", "user", "access") for n in range(5)]
+    for token, claims in tokens:
+        cache.put(settings, token, claims)
+    assert cache.get(settings, tokens[0][0]) is None and cache.get(settings, tokens[4][0]) == tokens[4][1]
+    disabled = VerifiedTokenCache(max_entries=0)
+    disabled.put(settings, *tokens[0])
+    assert disabled.get(settings, tokens[0][0]) is None
+
+
+async def test_async_hashing_runs_in_the_hashing_pool() -> None:
+    hashed = await hash_password_async("correct horse")
+    assert await verify_password_async("correct horse", hashed) == (True, None)
+    assert await verify_password_async("wrong", None) == (False, None)

@@ -19,6 +19,7 @@ class ImageSettings(Settings):
     image_max_pixels: int = 40_000_000
     upload_chunk_bytes: int = 64 * 1024
     thumbnail_max_side: int = 320
+    image_decode_workers: int = 2  # images decoded at once per process (bounds CPU and peak memory)
     cache_max_age_private_seconds: int = 3600
     # Short on purpose: a shared cache must stop serving an image soon after its record is unpublished.
     cache_max_age_public_seconds: int = 60
@@ -37,6 +38,7 @@ class ImageSettings(Settings):
     generation_poll_seconds: float = 1.0
     generation_worker_id: str | None = None  # default: "<hostname>:<port>"
     generation_workers_enabled: bool = True
+    generation_max_open_per_user: int = 10  # unfinished tasks one user may have queued (else 429)
 
     @model_validator(mode="after")
     def _fit_body_limit_to_uploads(self) -> ImageSettings:

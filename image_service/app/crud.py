@@ -123,6 +123,15 @@ async def list_tasks(session: AsyncSession, owner_id: str, offset: int, limit: i
     return list(rows.scalars()), int(total or 0)
 
 
+async def count_unfinished_tasks(session: AsyncSession, owner_id: str) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(GenerationTask)
+        .where(GenerationTask.owner_id == owner_id, GenerationTask.status.in_(TASK_UNFINISHED))
+    )
+    return int(count or 0)
+
+
 async def results_of(session: AsyncSession, task_ids: list[str]) -> dict[str, list[GenerationResult]]:
     grouped: dict[str, list[GenerationResult]] = {task_id: [] for task_id in task_ids}
     if not task_ids:

@@ -10,12 +10,17 @@ from fastapi.security import HTTPAuthorizationCredentials
 from common.errors import ServiceUnavailable
 from common.security import TokenUser, bearer_scheme, current_user
 from image_service.app.config import ImageSettings
+from image_service.app.images import ImageContext
 from image_service.app.storage import ImageStorage
 from image_service.app.workers import GenerationWorkers
 
 
+def get_image_context(request: Request) -> ImageContext:
+    return request.app.state.images
+
+
 def get_storage(request: Request) -> ImageStorage:
-    return request.app.state.storage
+    return request.app.state.images.storage
 
 
 def get_image_settings(request: Request) -> ImageSettings:
@@ -38,6 +43,7 @@ async def optional_user(
     return await current_user(request, credentials)
 
 
+ImagesDep = Annotated[ImageContext, Depends(get_image_context)]
 StorageDep = Annotated[ImageStorage, Depends(get_storage)]
 ImageSettingsDep = Annotated[ImageSettings, Depends(get_image_settings)]
 WorkersDep = Annotated[GenerationWorkers | None, Depends(get_workers)]

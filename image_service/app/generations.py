@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, RateLimited
 from common.models.image import (
     RESULT_PENDING,
     RESULT_SUCCEEDED,
@@ -20,11 +20,19 @@ from image_service.app.config import ImageSettings
 from image_service.app.provider import require_provider
 from image_service.app.schemas import GenerationCreate, GenerationPage, GenerationRead, GenerationResultRead
 
+OPEN_TASKS_RETRY_AFTER_SECONDS = 10
+
 
 async def create_task(
     session: AsyncSession, settings: ImageSettings, owner_id: str, data: GenerationCreate
 ) -> GenerationRead:
     require_provider(settings)
+    if await crud.count_unfinished_tasks(session, owner_id) >= settings.generation_max_open_per_user:
+        raise RateLimited(
+            OPEN_TASKS_RETRY_AFTER_SECONDS,
+            f"You already have {settings.generation_max_open_per_user} unfinished generation tasks; "
+            "wait for one to finish or cancel one",
+        )
     task = GenerationTask(
         owner_id=owner_id,
         prompt=data.prompt,

@@ -20,11 +20,27 @@ from common.errors import NotFound
 from common.models.image import IMAGE_ORIGIN_GENERATED, IMAGE_ORIGIN_UPLOAD, Image
 from image_service.app import crud
 from image_service.app.config import ImageSettings
-from image_service.app.processing import THUMBNAIL_EXTENSION, THUMBNAIL_MIME, CleanImage, clean_image, make_thumbnail
+from image_service.app.processing import (
+    THUMBNAIL_EXTENSION,
+    THUMBNAIL_MIME,
+    CleanImage,
+    DecodePool,
+    clean_image,
+    make_thumbnail,
+)
 from image_service.app.storage import ImageStorage, new_key
 from image_service.app.uploads import ReceivedUpload
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageContext:
+    """What image logic needs besides a database session; built once by the app's lifespan."""
+
+    storage: ImageStorage
+    settings: ImageSettings
+    decoder: DecodePool
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +63,20 @@ def thumbnail_key(image: Image) -> str:
     return new_key("thumbnails", THUMBNAIL_EXTENSION, image.id)
 
 
-async def _store_clean(
-    storage: ImageStorage, settings: ImageSettings, source: Path, image_id: str
-) -> tuple[CleanImage, str]:
+async def _store_clean(ctx: ImageContext, source: Path, image_id: str) -> tuple[CleanImage, str]:
     """Re-encode ``source`` into the store under a server-made key."""
-    target = storage.temp_file()
+    target = ctx.storage.temp_file()
     try:
-        clean = await asyncio.to_thread(clean_image, source, target, settings.image_max_pixels)
+        clean = await ctx.decoder.run(clean_image, source, target, ctx.settings.image_max_pixels)
         key = new_key("originals", clean.extension, image_id)
-        await storage.put_file(key, target)
+        await ctx.storage.put_file(key, target)
     finally:
         target.unlink(missing_ok=True)
     return clean, key
 
 
 async def store_upload(
-    session: AsyncSession,
-    storage: ImageStorage,
-    settings: ImageSettings,
-    owner_id: str,
-    upload: ReceivedUpload,
+    session: AsyncSession, ctx: ImageContext, owner_id: str, upload: ReceivedUpload
 ) -> tuple[Image, bool]:
     """Accept an upload; returns (image, created). The same bytes uploaded again by the same owner
     return the existing image (created = False)."""
@@ -78,7 +88,7 @@ async def store_upload(
         raise NotFound("Record not found")
     await session.commit()  # end the read transaction: no connection held while Pillow works
     image_id = str(uuid.uuid4())
-    clean, key = await _store_clean(storage, settings, upload.path, image_id)
+    clean, key = await _store_clean(ctx, upload.path, image_id)
     image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_UPLOAD, source_sha256=upload.sha256)
     image.record_id = record_id
     session.add(image)
@@ -87,7 +97,7 @@ async def store_upload(
     except IntegrityError:
         # The same bytes raced in through a concurrent request: keep the first, drop ours.
         await session.rollback()
-        await storage.delete(key)
+        await ctx.storage.delete(key)
         existing = await crud.find_by_source_hash(session, owner_id, upload.sha256)
         if existing is None:
             raise
@@ -112,13 +122,11 @@ def _image_row(
     )
 
 
-async def store_generated(
-    storage: ImageStorage, settings: ImageSettings, owner_id: str, source: Path, task_id: str
-) -> tuple[Image, str]:
+async def store_generated(ctx: ImageContext, owner_id: str, source: Path, task_id: str) -> tuple[Image, str]:
     """Clean and store provider bytes as an ordinary image of the owner (the caller adds the row to
     the same transaction that marks the result done, so a crash never leaves half of it)."""
     image_id = str(uuid.uuid4())
-    clean, key = await _store_clean(storage, settings, source, image_id)
+    clean, key = await _store_clean(ctx, source, image_id)
     image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_GENERATED, source_sha256=None)
     image.generation_task_id = task_id
     return image, key
@@ -143,24 +151,31 @@ async def readable_image(session: AsyncSession, image_id: str, caller_id: str | 
     raise NotFound("Image not found")
 
 
-async def ensure_thumbnail(storage: ImageStorage, settings: ImageSettings, image: Image) -> tuple[str, str]:
+async def ensure_thumbnail(ctx: ImageContext, image: Image) -> tuple[str, str]:
     """The thumbnail's (key, mime), made on first request and cached in the store after that."""
     key = thumbnail_key(image)
-    if await storage.exists(key):
+    if await ctx.storage.exists(key):
         return key, THUMBNAIL_MIME
-    original = storage.temp_file()
-    target = storage.temp_file()
+    original = ctx.storage.temp_file()
+    target = ctx.storage.temp_file()
     try:
-        chunks = await storage.open_chunks(image.storage_key)
-        with original.open("wb") as handle:
-            async for chunk in chunks:
-                await asyncio.to_thread(handle.write, chunk)
-        await asyncio.to_thread(make_thumbnail, original, target, settings.thumbnail_max_side)
-        await storage.put_file(key, target)  # atomic: concurrent first requests both end well
+        await _copy_to_local(ctx.storage, image.storage_key, original)
+        await ctx.decoder.run(make_thumbnail, original, target, ctx.settings.thumbnail_max_side)
+        await ctx.storage.put_file(key, target)  # atomic: concurrent first requests both end well
     finally:
         original.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
     return key, THUMBNAIL_MIME
+
+
+async def _copy_to_local(storage: ImageStorage, key: str, target: Path) -> None:
+    chunks = await storage.open_chunks(key)
+    handle = await asyncio.to_thread(target.open, "wb")
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(handle.write, chunk)
+    finally:
+        await asyncio.to_thread(handle.close)
 
 
 async def delete_image(session: AsyncSession, storage: ImageStorage, owner_id: str, image_id: str) -> None:

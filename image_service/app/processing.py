@@ -8,16 +8,18 @@ quality stays what the camera chose. Runs in a worker thread (CPU-bound).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import struct
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, ImageSequence, JpegImagePlugin, UnidentifiedImageError
 
-from common.errors import PayloadTooLarge, UnsupportedMediaType
+from common.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 
 # Pillow format name → (mime, file extension). Anything else is refused with 415.
 ACCEPTED_FORMATS: dict[str, tuple[str, str]] = {
@@ -34,6 +36,23 @@ HASH_CHUNK_BYTES = 1024 * 1024
 
 # The pixel cap is enforced explicitly (``_open_accepted``); Pillow's own warning is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+T = TypeVar("T")
+
+
+class DecodePool:
+    """A small thread pool for Pillow work: decoding is CPU- and memory-heavy (up to
+    ``IMAGE_MAX_PIXELS`` × 4 bytes per image), so at most ``workers`` images are decoded at once."""
+
+    def __init__(self, workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="image-decode")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +84,13 @@ def _open_accepted(source: Path, max_pixels: int) -> Image.Image:
         raise PayloadTooLarge(f"The image has more than {max_pixels} pixels") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedMediaType("The file is not a JPEG, PNG, WebP or GIF image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+    except Exception as exc:  # Pillow raises many types for malformed input (found by fuzzing)
         raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
-    frames = getattr(image, "n_frames", 1)
+    try:
+        frames = getattr(image, "n_frames", 1)  # GIF/WebP: walks the frame headers
+    except Exception as exc:
+        image.close()
+        raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
     if image.width * image.height * frames > max_pixels:
         image.close()
         raise PayloadTooLarge(
@@ -134,7 +157,9 @@ def clean_image(source: Path, target: Path, max_pixels: int) -> CleanImage:
             saved = _save_animation(original, fmt, target) if animated else _save_still(original, fmt, target)
         except Image.DecompressionBombError as exc:
             raise PayloadTooLarge(f"The image has more than {max_pixels} pixels") from exc
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        except AppError:
+            raise
+        except Exception as exc:  # malformed data or metadata: never a 500
             raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
         width, height = saved.size
     return CleanImage(

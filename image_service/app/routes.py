@@ -10,7 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from common.deps import CurrentUser, SessionDep
 from image_service.app import crud, generations, images
-from image_service.app.deps import ImageSettingsDep, OptionalUser, StorageDep, WorkersDep
+from image_service.app.config import ImageSettings
+from image_service.app.deps import ImagesDep, ImageSettingsDep, OptionalUser, StorageDep, WorkersDep
 from image_service.app.schemas import (
     GenerationCreate,
     GenerationPage,
@@ -20,6 +21,7 @@ from image_service.app.schemas import (
     ImageRead,
     RatingUpdate,
 )
+from image_service.app.storage import ImageStorage
 from image_service.app.uploads import receive_upload
 
 router = APIRouter(prefix="/api/v1", tags=["images"])
@@ -62,13 +64,12 @@ async def upload_image(
     response: Response,
     caller: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: ImageSettingsDep,
+    ctx: ImagesDep,
 ) -> ImageRead:
-    scratch = storage.temp_file()
+    scratch = ctx.storage.temp_file()
     try:
-        upload = await receive_upload(request, scratch, settings.image_max_bytes)
-        image, created = await images.store_upload(session, storage, settings, caller.id, upload)
+        upload = await receive_upload(request, scratch, ctx.settings.image_max_bytes)
+        image, created = await images.store_upload(session, ctx, caller.id, upload)
     finally:
         scratch.unlink(missing_ok=True)
     if not created:
@@ -98,7 +99,7 @@ async def read_image(image_id: str, caller: CurrentUser, session: SessionDep) ->
     return ImageRead.of(await images.owned_image(session, caller.id, image_id))
 
 
-def _cache_headers(etag: str, public: bool, settings: ImageSettingsDep) -> dict[str, str]:
+def _cache_headers(etag: str, public: bool, settings: ImageSettings) -> dict[str, str]:
     cache = (
         f"public, max-age={settings.cache_max_age_public_seconds}"
         if public
@@ -116,7 +117,7 @@ def _etag_matches(request: Request, etag: str) -> bool:
 
 
 async def _serve(
-    request: Request, storage: StorageDep, key: str, mime: str, etag: str, public: bool, settings: ImageSettingsDep
+    request: Request, storage: ImageStorage, key: str, mime: str, etag: str, public: bool, settings: ImageSettings
 ) -> Response:
     headers = _cache_headers(etag, public, settings)
     if _etag_matches(request, etag):
@@ -135,13 +136,12 @@ async def image_content(
     request: Request,
     caller: OptionalUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: ImageSettingsDep,
+    ctx: ImagesDep,
 ) -> Response:
     readable = await images.readable_image(session, image_id, caller.id if caller else None)
     image = readable.image
     return await _serve(
-        request, storage, image.storage_key, image.mime, images.content_etag(image), readable.public, settings
+        request, ctx.storage, image.storage_key, image.mime, images.content_etag(image), readable.public, ctx.settings
     )
 
 
@@ -155,17 +155,17 @@ async def image_thumbnail(
     request: Request,
     caller: OptionalUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: ImageSettingsDep,
+    ctx: ImagesDep,
 ) -> Response:
     readable = await images.readable_image(session, image_id, caller.id if caller else None)
+    settings = ctx.settings
     etag = images.thumbnail_etag(readable.image, settings.thumbnail_max_side)
     if _etag_matches(request, etag):
         return Response(
             status_code=status.HTTP_304_NOT_MODIFIED, headers=_cache_headers(etag, readable.public, settings)
         )
-    key, mime = await images.ensure_thumbnail(storage, settings, readable.image)
-    return await _serve(request, storage, key, mime, etag, readable.public, settings)
+    key, mime = await images.ensure_thumbnail(ctx, readable.image)
+    return await _serve(request, ctx.storage, key, mime, etag, readable.public, settings)
 
 
 @router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

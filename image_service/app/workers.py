@@ -39,9 +39,8 @@ from common.models.image import (
 )
 from image_service.app import crud
 from image_service.app.config import ImageSettings
-from image_service.app.images import discard_stored, store_generated
+from image_service.app.images import ImageContext, discard_stored, store_generated
 from image_service.app.provider import ImageProvider, ProviderError
-from image_service.app.storage import ImageStorage
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +62,13 @@ class LeaseLost(Exception):
 class GenerationWorkers:
     """The claim loop and the tasks this process is working on."""
 
-    def __init__(self, db: Database, storage: ImageStorage, provider: ImageProvider, settings: ImageSettings) -> None:
+    def __init__(self, db: Database, images: ImageContext, provider: ImageProvider) -> None:
         self.db = db
-        self.storage = storage
+        self.images = images
         self.provider = provider
-        self.settings = settings
-        self.worker_id = default_worker_id(settings)
-        self.calls = asyncio.Semaphore(settings.generation_max_calls)
+        self.settings = images.settings
+        self.worker_id = default_worker_id(self.settings)
+        self.calls = asyncio.Semaphore(self.settings.generation_max_calls)
         self.wake = asyncio.Event()
         self.active: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -186,8 +185,12 @@ class TaskRun:
             if task is None or task.lease_owner != self.workers.worker_id or task.status not in TASK_UNFINISHED:
                 return None
             self.owner_id, self.prompt, self.size = task.owner_id, task.prompt, task.size
-            if task.status == TASK_PENDING:
-                task.status = TASK_RUNNING
+            # Conditional: a cancel committed since the read above must not be overwritten.
+            await session.execute(
+                update(GenerationTask)
+                .where(GenerationTask.id == self.task_id, GenerationTask.status == TASK_PENDING)
+                .values(status=TASK_RUNNING, updated_at=utcnow())
+            )
             await session.execute(
                 update(GenerationResult)
                 .where(GenerationResult.task_id == self.task_id, GenerationResult.status == RESULT_RUNNING)
@@ -207,13 +210,17 @@ class TaskRun:
         interval = max(0.2, self.settings.generation_lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
-            async with self.db.session() as session:
-                renewed = await crud.renew_lease(
-                    session, self.task_id, self.workers.worker_id, self.workers.lease_until()
-                )
-                if renewed:
-                    continue
-                task = await session.get(GenerationTask, self.task_id)
+            try:
+                async with self.db.session() as session:
+                    renewed = await crud.renew_lease(
+                        session, self.task_id, self.workers.worker_id, self.workers.lease_until()
+                    )
+                    if renewed:
+                        continue
+                    task = await session.get(GenerationTask, self.task_id)
+            except Exception:  # a database hiccup: try again on the next beat, the lease has slack
+                logger.warning("could not renew the lease of generation task %s", self.task_id, exc_info=True)
+                continue
             if task is not None and task.status == TASK_CANCELLED:
                 logger.info("generation task %s was cancelled; stopping its results", self.task_id)
             else:
@@ -264,11 +271,11 @@ class TaskRun:
         return result.rowcount == 1  # type: ignore[attr-defined]
 
     async def _store_result(self, index: int, data: bytes) -> None:
-        storage = self.workers.storage
+        storage = self.workers.images.storage
         scratch = storage.temp_file()
         try:
             await asyncio.to_thread(scratch.write_bytes, data)
-            image, key = await store_generated(storage, self.settings, self.owner_id, scratch, self.task_id)
+            image, key = await store_generated(self.workers.images, self.owner_id, scratch, self.task_id)
         finally:
             scratch.unlink(missing_ok=True)
         # The image row and the result's "succeeded" commit together: no half-finished result.
@@ -322,26 +329,10 @@ class TaskRun:
         )
 
     async def _finish(self) -> None:
-        """Settle the task's status from its results and hand the lease back."""
+        """Settle the task's status from its results and hand the lease back. Every write is a
+        conditional UPDATE, so a cancel committed meanwhile through another request is never
+        overwritten."""
         async with self.db.session() as session:
-            task = await session.get(GenerationTask, self.task_id)
-            if task is None:
-                return
-            if task.status == TASK_CANCELLED:
-                await session.execute(
-                    update(GenerationResult)
-                    .where(
-                        GenerationResult.task_id == self.task_id,
-                        GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
-                    )
-                    .values(status=RESULT_CANCELLED, error="cancelled")
-                )
-                await self._update_progress(session)
-                task.lease_owner, task.lease_expires_at = None, None
-                await session.commit()
-                return
-            if task.lease_owner != self.workers.worker_id:
-                raise LeaseLost(self.task_id)
             statuses = list(
                 (
                     await session.execute(
@@ -349,13 +340,46 @@ class TaskRun:
                     )
                 ).scalars()
             )
-            task.lease_owner, task.lease_expires_at = None, None
+            now = utcnow()
+            mine = (GenerationTask.id == self.task_id) & (GenerationTask.lease_owner == self.workers.worker_id)
             if any(s in (RESULT_PENDING, RESULT_RUNNING) for s in statuses):
-                await session.commit()  # interrupted (shutdown): the next claim resumes it
+                final = None  # interrupted (cancel or shutdown): the next claim resumes it, if any
+                values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
+            else:
+                succeeded = statuses.count(RESULT_SUCCEEDED)
+                final = TASK_SUCCEEDED if succeeded == len(statuses) else TASK_PARTIAL if succeeded else TASK_FAILED
+                values = {
+                    "status": final,
+                    "progress": 100,
+                    "finished_at": now,
+                    "updated_at": now,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                }
+            settled = await session.execute(
+                update(GenerationTask).where(mine, GenerationTask.status.in_(TASK_UNFINISHED)).values(**values)
+            )
+            if settled.rowcount == 1:  # type: ignore[attr-defined]
+                await session.commit()
+                if final is not None:
+                    logger.info("generation task %s finished: %s", self.task_id, final)
                 return
-            succeeded = statuses.count(RESULT_SUCCEEDED)
-            task.status = TASK_SUCCEEDED if succeeded == len(statuses) else TASK_PARTIAL if succeeded else TASK_FAILED
-            task.progress = 100
-            task.finished_at = utcnow()
+            await session.rollback()
+            task = await session.get(GenerationTask, self.task_id)
+            if task is None:
+                return
+            if task.status != TASK_CANCELLED:
+                raise LeaseLost(self.task_id)
+            # Cancelled: whatever was still unfinished is cancelled too; the lease is handed back.
+            await session.execute(
+                update(GenerationResult)
+                .where(
+                    GenerationResult.task_id == self.task_id,
+                    GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
+                )
+                .values(status=RESULT_CANCELLED, error="cancelled")
+            )
+            await self._update_progress(session)
+            await session.execute(update(GenerationTask).where(mine).values(lease_owner=None, lease_expires_at=None))
             await session.commit()
-        logger.info("generation task %s finished: %s", self.task_id, task.status)
+        logger.info("generation task %s cancelled", self.task_id)

@@ -176,3 +176,24 @@ def test_a_refused_request_fails_at_once_and_a_rate_limit_is_retried(
     assert first["status"] == "failed" and "attempt 1 of 3" in first["results"][0]["error"]
     second = wait_for_task(gen_client, token, rate_limited["id"])
     assert second["status"] == "failed" and "attempt 3 of 3" in second["results"][0]["error"]
+
+
+def test_too_many_unfinished_tasks_answer_429(
+    image_app_factory: Callable[..., Any], fake_llm_url: str, issue_token: Callable[..., str], tmp_path: Any
+) -> None:
+    app = image_app_factory(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}",  # no other worker sees these tasks
+        llm_base_url=fake_llm_url,
+        llm_api_key="test-key",
+        generation_workers_enabled=False,
+        generation_max_open_per_user=2,
+    )
+    token = issue_token()
+    with TestClient(app) as queue_only:  # no worker: tasks stay pending
+        for _ in range(2):
+            assert queue_only.post("/api/v1/generations", headers=auth(token), json={"prompt": "x"}).status_code == 202
+        refused = queue_only.post("/api/v1/generations", headers=auth(token), json={"prompt": "x"})
+        assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) > 0
+        other_user = queue_only.post("/api/v1/generations", headers=auth(issue_token()), json={"prompt": "x"})
+        assert other_user.status_code == 202

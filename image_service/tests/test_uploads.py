@@ -246,3 +246,16 @@ def test_client_file_names_never_reach_the_filesystem(client: TestClient, issue_
     assert [p.name for p in new_files] == [f"{response.json()['id']}.png"]
     root = Path(client.app.state.settings.image_storage_dir)  # type: ignore[attr-defined]
     assert not list(root.parent.rglob("escape.png"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_gps_is_removed_from_png_and_webp_too(client: TestClient, issue_token: Callable[..., str], fmt: str) -> None:
+    exif = Image.open(io.BytesIO(jpeg_with_gps())).getexif()
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), (90, 90, 90)).save(buffer, format=fmt, exif=exif.tobytes())
+    assert Image.open(io.BytesIO(buffer.getvalue())).getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the input has GPS
+    token = issue_token()
+    body = upload(client, token, buffer.getvalue(), f"x.{fmt.lower()}").json()
+    stored = Image.open(io.BytesIO(client.get(body["url"], headers=auth(token)).content))
+    assert not stored.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+    assert ExifTags.Base.GPSInfo not in stored.getexif()

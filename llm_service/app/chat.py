@@ -62,6 +62,8 @@ class ChatService:
             raise PayloadTooLarge(
                 f"system_prompt is longer than {self.settings.chat_system_prompt_max_chars} characters"
             )
+        if data.model:
+            self.settings.check_model(data.model)
         return await self.store.create(
             owner_id,
             title=(data.title or "").strip() or DEFAULT_TITLE,

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import field_validator
 
 from common.config import REPO_ROOT, Settings
+from common.errors import BadRequest
 from common.llm_client import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_MAX_RETRIES,
@@ -24,6 +25,8 @@ class LLMSettings(Settings):
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = DEFAULT_MODEL
+    # Comma-separated models callers may choose (sessions, /v1 calls); empty: any the provider has.
+    llm_allowed_models: str = ""
     llm_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     llm_connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
     llm_max_retries: int = DEFAULT_MAX_RETRIES  # the SDK backs off between them on 429/5xx
@@ -49,6 +52,16 @@ class LLMSettings(Settings):
 
     # Per-user limit on calls that reach the provider (chat messages, text tasks, /v1/chat/completions)
     llm_rate_limit_per_minute: int = 60
+
+    @property
+    def allowed_models(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.llm_allowed_models.split(",") if m.strip())
+
+    def check_model(self, model: str) -> None:
+        """400 when callers may not choose ``model`` (the default model is always allowed)."""
+        allowed = self.allowed_models
+        if allowed and model != self.llm_model and model not in allowed:
+            raise BadRequest(f"Model '{model[:128]}' is not allowed here; choose one of: {', '.join(sorted(allowed))}")
 
     @field_validator("prompts_dir")
     @classmethod

@@ -13,13 +13,14 @@ import anyio
 from common.database import Database
 from common.errors import AppError, BadRequest
 from common.llm_client import LLMClient, Usage, estimate_tokens
+from llm_service.app.config import LLMSettings
 from llm_service.app.sse import sse_data
 from llm_service.app.usage import record_usage
 
 USAGE_KIND = "openai"
 
 
-def check_chat_body(body: Any) -> dict[str, Any]:
+def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object")
     messages = body.get("messages")
@@ -27,6 +28,8 @@ def check_chat_body(body: Any) -> dict[str, Any]:
         raise BadRequest("'messages' must be a non-empty list of message objects")
     if "model" in body and not (isinstance(body["model"], str) and body["model"]):
         raise BadRequest("'model' must be a non-empty string")
+    if "model" in body:
+        settings.check_model(body["model"])
     return body
 
 

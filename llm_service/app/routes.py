@@ -175,9 +175,11 @@ async def my_usage(user: CurrentUser, db: DatabaseDep, days: Annotated[int, Quer
 
 
 @openai_api.post("/chat/completions")
-async def chat_completions(body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep) -> Any:
+async def chat_completions(
+    body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep
+) -> Any:
     """OpenAI ``/chat/completions`` with our access token as the API key; ``stream`` included."""
-    checked = openai_compat.check_chat_body(body)
+    checked = openai_compat.check_chat_body(body, settings)
     if checked.get("stream"):
         return EventStreamResponse(await openai_compat.open_stream(llm, db, user.id, checked))
     return await openai_compat.complete(llm, db, user.id, checked)

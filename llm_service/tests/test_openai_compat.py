@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -58,3 +59,17 @@ def test_bad_bodies_and_failures_use_the_error_shape(
     with client.stream("POST", "/v1/chat/completions", json=cut, headers=me) as response:
         events = parse_sse(response.read().decode())
     assert "error" in events[-1][1] and events[-1][1]["error"]["code"] == "upstream_error"
+
+
+def test_models_outside_the_allow_list_are_refused(
+    llm_app_factory: Callable[..., Any], auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    with TestClient(llm_app_factory(llm_allowed_models="canned-chat")) as strict:
+        refused = strict.post("/v1/chat/completions", json={"messages": MESSAGES, "model": "gpt-4o"}, headers=me)
+        assert refused.status_code == 400 and "canned-chat" in refused.json()["detail"]
+        ok = strict.post("/v1/chat/completions", json={"messages": MESSAGES, "model": "canned-chat"}, headers=me)
+        assert ok.status_code == 200 and ok.json()["model"] == "canned-chat"
+        assert strict.post("/v1/chat/completions", json={"messages": MESSAGES}, headers=me).status_code == 200
+        session = strict.post("/api/v1/chat/sessions", json={"model": "expensive-model"}, headers=me)
+        assert session.status_code == 400 and session.json()["code"] == "bad_request"

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastcrud import FastCRUD
-from sqlalchemy import Select, and_, delete, func, insert, literal_column, or_, select, table, text
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, literal_column, or_, select, table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from common.database import Database
 from common.models.record import PG_SEARCH_VECTOR, VISIBILITY_PUBLIC, Record, RecordChangeCounter, RecordTag
 from mobile_service.app.schemas import RecordRead
 
@@ -28,6 +29,18 @@ class ListFilters:
     owner_id: str
     tag: str | None = None
     pinned: bool | None = None
+
+
+def _live_by_id() -> Select[Any]:
+    return select(*Record.__table__.c).where(
+        Record.id == bindparam("record_id"), Record.owner_id == bindparam("owner_id"), Record.deleted_at.is_(None)
+    )
+
+
+async def read_live_quick(db: Database, owner_id: str, record_id: str) -> dict[str, Any] | None:
+    """The hot read (a record by id): one indexed row through ``Database.quick``."""
+    rows = await db.quick.rows("records.live_by_id", _live_by_id, record_id=record_id, owner_id=owner_id)
+    return rows[0] if rows else None
 
 
 async def release(session: AsyncSession) -> None:
@@ -90,8 +103,11 @@ async def replace_tags(session: AsyncSession, record: Record) -> None:
         )
 
 
-def _filters(filters: ListFilters) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [Record.owner_id == filters.owner_id, Record.deleted_at.is_(None)]
+def _filters(filters: ListFilters, *, owner_unindexed: bool = False) -> list[ColumnElement[bool]]:
+    # ``+column`` keeps SQLite from driving a full-text query by the owner index: it would then
+    # run the MATCH once per row of the owner (measured: a minute at 100,000 records, vs ms).
+    owner = literal_column("+records.owner_id") if owner_unindexed else Record.owner_id
+    where: list[ColumnElement[bool]] = [owner == filters.owner_id, Record.deleted_at.is_(None)]
     if filters.pinned is not None:
         where.append(Record.pinned.is_(filters.pinned))
     if filters.tag is not None:
@@ -145,9 +161,10 @@ def _sqlite_search(filters: ListFilters, terms: list[str]) -> tuple[Select[Any],
     (a two-character Chinese word such as 会议) fall back to a substring match."""
     long_terms = [t for t in terms if len(t) >= TRIGRAM]
     short_terms = [t for t in terms if len(t) < TRIGRAM]
-    where = _filters(filters) + [_substring_match(t) for t in short_terms]
     if not long_terms:
+        where = _filters(filters) + [_substring_match(t) for t in short_terms]
         return select(Record).where(*where), Record.updated_at.desc()
+    where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in short_terms]
     fts = table("records_fts")
     match = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
     rank = literal_column("bm25(records_fts, 10.0, 1.0)")

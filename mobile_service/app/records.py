@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.database import Database
 from common.errors import Conflict, NotFound
 from common.models.record import VISIBILITY_PRIVATE, VISIBILITY_PUBLIC, Record
 from mobile_service.app import crud
@@ -75,11 +76,12 @@ async def get_live(session: AsyncSession, owner_id: str, record_id: str) -> Reco
     return record
 
 
-async def read_live(session: AsyncSession, owner_id: str, record_id: str) -> RecordRead:
-    """The caller's live record as its response model; the database is released at once."""
-    record = read(await get_live(session, owner_id, record_id))
-    await crud.release(session)
-    return record
+async def read_live(db: Database, owner_id: str, record_id: str) -> RecordRead:
+    """The caller's live record as its response model (the hot path: no session at all)."""
+    row = await crud.read_live_quick(db, owner_id, parse_record_id(record_id))
+    if row is None:
+        raise NotFound(NOT_FOUND)
+    return RecordRead.model_validate(row)
 
 
 async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate) -> RecordRead:

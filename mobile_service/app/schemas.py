@@ -139,7 +139,7 @@ class SyncChanges(BaseModel):
 class SyncPush(BaseModel):
     """Items stay loosely typed here so that one bad item gets its own error, not a 422 for all."""
 
-    changes: Annotated[list[dict[str, Any]], Field(max_length=500)]
+    changes: Annotated[list[dict[str, Any]], Field(max_length=10_000)]
 
 
 class PushItem(BaseModel):

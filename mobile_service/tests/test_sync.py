@@ -123,6 +123,8 @@ def test_push_reports_each_item_and_one_bad_item_fails_no_other(
     ).json()["results"][0]
     assert fresh["status"] == "applied" and fresh["record"]["version"] == 3 and fresh["record"]["title"] == "merged"
     assert mobile_client.post("/api/v1/sync/push", json={"changes": "nope"}, headers=user).status_code == 422
+    too_many = mobile_client.post("/api/v1/sync/push", json={"changes": [{}] * 101}, headers=user)
+    assert too_many.status_code == 413 and too_many.json()["code"] == "payload_too_large"
 
 
 # ---------------------------------------------------------------- property: concurrent writers, paging reader

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,12 +22,12 @@ from common.security import (
     TokenUser,
     decode_token,
     encode_token,
-    hash_password,
+    hash_password_async,
     mark_rotated,
     revocation_reason,
     revoke_jti,
     revoke_user_tokens,
-    verify_password,
+    verify_password_async,
 )
 from user_service.app import crud
 from user_service.app.schemas import TokenPair, UserAdminUpdate, UserCreate, UserUpdateMe
@@ -51,7 +50,8 @@ async def create_user(session: AsyncSession, data: UserCreate, role: str = ROLE_
     taken = await crud.username_or_email_taken(session, data.username, data.email)
     if taken:
         raise Conflict(f"That {taken} is already registered")
-    password_hash = await to_thread.run_sync(hash_password, data.password)
+    await crud.release_connection(session)
+    password_hash = await hash_password_async(data.password)
     user = User(
         username=data.username,
         username_key=data.username.lower(),
@@ -84,7 +84,8 @@ async def authenticate(
     if wait is not None:
         raise RateLimited(wait, "Too many failed logins; try again later")
     user = await crud.get_user_by_username(session, username)
-    ok, new_hash = await to_thread.run_sync(verify_password, password, user.password_hash if user else None)
+    await crud.release_connection(session)
+    ok, new_hash = await verify_password_async(password, user.password_hash if user else None)
     if user is None or not ok:
         await rate_limit.count_hit(redis, key, settings.login_failure_window_seconds)
         raise InvalidToken(INVALID_CREDENTIALS, code="invalid_credentials")
@@ -167,10 +168,11 @@ async def update_me(session: AsyncSession, user: User, data: UserUpdateMe) -> Us
 async def change_password(
     session: AsyncSession, redis: aioredis.Redis, settings: Settings, user: User, old: str, new: str
 ) -> None:
-    ok, _ = await to_thread.run_sync(verify_password, old, user.password_hash)
+    await crud.release_connection(session)
+    ok, _ = await verify_password_async(old, user.password_hash)
     if not ok:
         raise Forbidden("The old password is not correct", code="invalid_credentials")
-    user.password_hash = await to_thread.run_sync(hash_password, new)
+    user.password_hash = await hash_password_async(new)
     await session.commit()
     await revoke_user_tokens(redis, settings, user.id)
 

@@ -11,6 +11,12 @@ from common.models.user import User
 crud_users: FastCRUD = FastCRUD(User)
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the read transaction so the connection goes back to the pool before slow work (password
+    hashing): on SQLite a process has one connection, and holding it would stall every request."""
+    await session.commit()
+
+
 async def get_user(session: AsyncSession, user_id: str) -> User | None:
     return await session.get(User, user_id)
 

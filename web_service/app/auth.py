@@ -17,6 +17,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+FORMS_CHECKED_BY_VIEW = frozenset({"/login", "/register"})
 _REFRESH_WAIT_SECONDS = 5.0
 
 
@@ -85,20 +86,28 @@ def _same_origin(origin: str) -> bool:
     return parsed.scheme in ("http", "https") and parsed.netloc == request.host
 
 
-def check_csrf() -> None:
-    """Every unsafe request needs the session's CSRF token (form field or ``X-CSRF-Token``) and,
-    when the browser names one, a same-origin ``Origin``."""
-    if request.method in SAFE_METHODS:
-        return
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and not _same_origin(origin):
-        raise Forbidden("Cross-site request refused")
+def csrf_token_valid() -> bool:
+    """The request carries the session's CSRF token (``X-CSRF-Token``, or the form field on pages)."""
     candidate = request.headers.get(CSRF_HEADER)
     # Only page forms carry the field; API bodies (uploads) are never parsed here.
     if candidate is None and not request.path.startswith("/api/") and request.mimetype in FORM_MIMETYPES:
         candidate = request.form.get(CSRF_FIELD)
     session = current_session()
-    if session is None or not session.csrf_matches(candidate):
+    return session is not None and session.csrf_matches(candidate)
+
+
+def check_csrf() -> None:
+    """Every unsafe request needs the session's CSRF token (form field or ``X-CSRF-Token``) and,
+    when the browser names one, a same-origin ``Origin``. The sign-in and sign-up forms check the
+    token in their views, so that an expired form is shown again with a fresh token."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and not _same_origin(origin):
+        raise Forbidden("Cross-site request refused")
+    if request.path in FORMS_CHECKED_BY_VIEW and request.method == "POST":
+        return
+    if not csrf_token_valid():
         raise Forbidden("Missing or wrong CSRF token; reload the page and try again")
 
 

@@ -67,6 +67,8 @@ def login_submit() -> Response:
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
     target = _safe_next(request.form.get("next"))
+    if not auth.csrf_token_valid():
+        return _form_page("login.html", 403, error_key="error.form_expired", username=username, next=target)
     if not username or not password:
         return _form_page("login.html", 400, error_key="error.missing_fields", username=username, next=target)
     try:
@@ -91,6 +93,8 @@ def register_submit() -> Response:
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
     email = request.form.get("email", "").strip() or None
+    if not auth.csrf_token_valid():
+        return _form_page("register.html", 403, error_key="error.form_expired", username=username)
     if not username or not password:
         return _form_page("register.html", 400, error_key="error.missing_fields", username=username)
     try:

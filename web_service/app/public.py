@@ -59,7 +59,7 @@ def public_record(slug: str) -> Response:
     # Attachments the text already shows inline are not repeated in the gallery below it.
     gallery = [image_id for image_id in images if f"/api/v1/images/{image_id}/" not in content]
     root = request.url_root.rstrip("/")
-    description = str(record.get("summary") or "") or plain_excerpt(body_html)
+    description = str(record.get("summary") or "").strip() or plain_excerpt(body_html)
     response = make_response(
         render_template(
             "public.html",

@@ -40,6 +40,21 @@ def test_post_without_csrf_token_is_refused(client: FlaskClient) -> None:
     assert "CSRF" in response.get_data(as_text=True)
 
 
+def test_an_expired_sign_in_form_comes_back_with_a_fresh_token(client: FlaskClient) -> None:
+    response = client.post("/login", data={"username": "alice", "password": "pw-pw-pw-pw", "csrf_token": "stale"})
+    assert response.status_code == 403
+    html = response.get_data(as_text=True)
+    assert "expired" in html and 'value="alice"' in html
+    fresh = csrf_from(html)
+    assert fresh != "stale" and "sra_session=" in response.headers["Set-Cookie"]
+
+
+def test_logout_and_register_without_token_are_refused(client: FlaskClient) -> None:
+    client.get("/register")
+    assert client.post("/register", data={"username": "bob", "password": "long-enough-pw"}).status_code == 403
+    assert client.post("/logout").status_code == 403
+
+
 def test_post_with_a_wrong_csrf_token_is_refused_with_the_error_shape(client: FlaskClient) -> None:
     client.get("/login")
     response = client.post("/api/v1/records", json={"title": "x"}, headers={"X-CSRF-Token": "forged"})

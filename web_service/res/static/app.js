@@ -75,38 +75,44 @@ function debounce(fn, ms) {
 
 // ------------------------------------------------------------------ records list
 
-const recordsState = { q: "", tag: "" };
+const recordsState = { q: "", tag: "", offset: 0 };
+const RECORDS_PAGE = 50;
 
-async function loadRecords() {
-  const params = new URLSearchParams({ limit: "100" });
+function recordItem(record) {
+  return el(
+    "li",
+    { class: "record-item", "data-id": record.id },
+    el(
+      "a",
+      { href: `#/records/${record.id}` },
+      el(
+        "div",
+        { class: "record-title" },
+        record.pinned ? el("span", { class: "pin-mark", title: t("records.pinned"), text: "★ " }) : null,
+        document.createTextNode(record.title || "—"),
+      ),
+      el("div", { class: "excerpt", text: (record.summary || record.content || "").slice(0, 160) }),
+      el("div", {}, ...(record.tags || []).map((tag) => el("span", { class: "tag", text: "#" + tag }))),
+    ),
+  );
+}
+
+async function loadRecords({ more = false } = {}) {
+  recordsState.offset = more ? recordsState.offset + RECORDS_PAGE : 0;
+  const params = new URLSearchParams({ limit: String(RECORDS_PAGE), offset: String(recordsState.offset) });
   if (recordsState.q) params.set("q", recordsState.q);
   if (recordsState.tag) params.set("tag", recordsState.tag);
   const page = await api("GET", "/api/v1/records?" + params);
   const records = items(page);
   const list = $("#record-list");
-  list.replaceChildren(
-    ...records.map((record) =>
-      el(
-        "li",
-        { class: "record-item", "data-id": record.id },
-        el(
-          "a",
-          { href: `#/records/${record.id}` },
-          el(
-            "div",
-            { class: "record-title" },
-            record.pinned ? el("span", { class: "pin-mark", title: t("records.pinned"), text: "★ " }) : null,
-            document.createTextNode(record.title || "—"),
-          ),
-          el("div", { class: "excerpt", text: (record.summary || record.content || "").slice(0, 160) }),
-          el("div", {}, ...(record.tags || []).map((tag) => el("span", { class: "tag", text: "#" + tag }))),
-        ),
-      ),
-    ),
-  );
-  $("#records-empty").hidden = records.length > 0;
-  if (!recordsState.q && !recordsState.tag) renderTagFilter(records);
+  if (more) list.append(...records.map(recordItem));
+  else list.replaceChildren(...records.map(recordItem));
+  $("#records-more").hidden = !page?.has_more;
+  $("#records-empty").hidden = list.children.length > 0;
+  if (!more && !recordsState.q && !recordsState.tag) renderTagFilter(records);
 }
+
+$("#records-more").addEventListener("click", guarded(() => loadRecords({ more: true })));
 
 function renderTagFilter(records) {
   const tags = [...new Set(records.flatMap((r) => r.tags || []))].sort();

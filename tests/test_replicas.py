@@ -1,0 +1,260 @@
+"""Replicas behave as one (SPEC §13): two mobile_service and two llm_service processes on different
+ports, each pair behind the tiny round-robin balancer of ``deploy/round_robin.py``, sharing one
+database and one Redis, as they would on several machines. A user's flow — login, records, a chat
+session continued across replicas, logout revocation — gives the same answers as with one replica.
+
+The database is migrated first (the compose prestart step); it is a throwaway PostgreSQL database
+where a server answers, else a SQLite file shared by the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from common.config import REPO_ROOT
+from common.migrations import upgrade_to_head
+from common.processes import free_port, popen_child, stop_process
+
+pytestmark = pytest.mark.e2e
+
+TEST_SECRET = "replica-test-secret-0123456789abcdefghijklmnopq"
+START_TIMEOUT_SECONDS = 90.0
+PASSWORD = "replica pass 123"
+
+
+@dataclass
+class Process:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: list[str] = field(default_factory=list)
+
+    def collect(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.log.append(raw.decode("utf-8", "replace"))
+
+
+@dataclass
+class Deployment:
+    user: str
+    mobile: str  # the balancer in front of the mobile_service replicas
+    llm: str  # the balancer in front of the llm_service replicas
+    mobile_replicas: list[str]
+    llm_replicas: list[str]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def llm_upstream(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The project's canned OpenAI-protocol upstream (the root fixture when there is one)."""
+    try:
+        yield request.getfixturevalue("fake_llm_url")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    port = free_port()
+    proc = popen_child([sys.executable, "-m", "devtools.fake_llm", "--host", "127.0.0.1", "--port", str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _healthy(f"http://127.0.0.1:{port}"):
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/v1"
+    stop_process(proc, grace=3.0)
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    redis_url: str,
+    reachable_postgres: Any,
+    llm_upstream: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    tmp = tmp_path_factory.mktemp("replicas")
+    database = (
+        reachable_postgres.create_database()
+        if reachable_postgres is not None
+        else f"sqlite+aiosqlite:///{tmp / 'app.db'}"
+    )
+    upgrade_to_head(database)  # the prestart step
+
+    ports = {name: free_port() for name in ("user", "mobile_rr", "llm_rr", "mobile_a", "mobile_b", "llm_a", "llm_b")}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    base_env = {k: v for k, v in os.environ.items() if not (k.endswith("_SERVICE_URL") or k.endswith("_PORT"))}
+    base_env.update(
+        {
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": TEST_SECRET,
+            "HOST": "127.0.0.1",
+            "LOG_DIR": str(tmp / "logs"),
+            "IMAGE_STORAGE_DIR": str(tmp / "images"),
+            "LLM_BASE_URL": llm_upstream,
+            "LLM_API_KEY": "replica-test-llm-key",
+            "PYTHONUNBUFFERED": "1",
+            # Every service reaches the replicated ones through their balancer, as behind a real LB.
+            "USER_SERVICE_URL": url["user"],
+            "MOBILE_SERVICE_URL": url["mobile_rr"],
+            "LLM_SERVICE_URL": url["llm_rr"],
+            "IMAGE_SERVICE_URL": f"http://127.0.0.1:{free_port()}",  # not started: not in this flow
+            "WEB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    processes: list[Process] = []
+
+    def start(name: str, argv: list[str], port: int) -> None:
+        proc = popen_child(argv, {**base_env, "PORT": str(port)})
+        process = Process(name, f"http://127.0.0.1:{port}", proc)
+        threading.Thread(target=process.collect, daemon=True).start()
+        processes.append(process)
+
+    def service(name: str) -> list[str]:
+        return [sys.executable, str(REPO_ROOT / name / "main.py")]
+
+    def balancer(name: str, replicas: list[str], port: int) -> list[str]:
+        argv = [sys.executable, "-m", "deploy.round_robin", "--name", name, "--port", str(port)]
+        for replica in replicas:
+            argv += ["--upstream", replica]
+        return argv
+
+    try:
+        start("user_service", service("user_service"), ports["user"])
+        for replica in ("a", "b"):
+            start(f"mobile_{replica}", service("mobile_service"), ports[f"mobile_{replica}"])
+            start(f"llm_{replica}", service("llm_service"), ports[f"llm_{replica}"])
+        start(
+            "mobile_rr", balancer("mobile", [url["mobile_a"], url["mobile_b"]], ports["mobile_rr"]), ports["mobile_rr"]
+        )
+        start("llm_rr", balancer("llm", [url["llm_a"], url["llm_b"]], ports["llm_rr"]), ports["llm_rr"])
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not all(_healthy(p.url) for p in processes):
+            for p in processes:
+                assert p.proc.poll() is None, f"{p.name} exited {p.proc.returncode}:\n{''.join(p.log[-40:])}"
+            time.sleep(0.2)
+        assert all(_healthy(p.url) for p in processes), "replicas did not start"
+        yield Deployment(
+            user=url["user"],
+            mobile=url["mobile_rr"],
+            llm=url["llm_rr"],
+            mobile_replicas=[url["mobile_a"], url["mobile_b"]],
+            llm_replicas=[url["llm_a"], url["llm_b"]],
+        )
+    finally:
+        for p in processes:
+            stop_process(p.proc, grace=15.0)
+        if reachable_postgres is not None:
+            reachable_postgres.drop_database(database)
+
+
+@pytest.fixture(scope="module")
+def login(deployment: Deployment) -> Callable[[], dict[str, str]]:
+    def _login() -> dict[str, str]:
+        name = f"r_{uuid.uuid4().hex[:10]}"
+        with httpx.Client(base_url=deployment.mobile, timeout=30) as client:
+            assert (
+                client.post("/api/v1/auth/register", json={"username": name, "password": PASSWORD}).status_code == 201
+            )
+            tokens = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+            assert tokens.status_code == 200, tokens.text
+        return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+    return _login
+
+
+def test_the_balancers_spread_requests_over_both_replicas(deployment: Deployment) -> None:
+    seen_mobile = {httpx.get(f"{deployment.mobile}/health").headers["x-replica-mobile"] for _ in range(4)}
+    seen_llm = {httpx.get(f"{deployment.llm}/health").headers["x-replica-llm"] for _ in range(4)}
+    assert seen_mobile == set(deployment.mobile_replicas)
+    assert seen_llm == set(deployment.llm_replicas)
+
+
+def test_records_written_on_one_replica_are_read_and_versioned_on_the_other(
+    deployment: Deployment, login: Callable[[], dict[str, str]]
+) -> None:
+    headers = login()
+    with httpx.Client(base_url=deployment.mobile, headers=headers, timeout=30) as client:
+        created = client.post("/api/v1/records", json={"title": "Replicated", "content": "one", "tags": ["Rep"]})
+        assert created.status_code == 201, created.text
+        record = created.json()
+        reads = [client.get(f"/api/v1/records/{record['id']}") for _ in range(2)]
+        assert {r.headers["x-replica-mobile"] for r in [created, *reads]} == set(deployment.mobile_replicas)
+        assert all(r.status_code == 200 and r.json()["title"] == "Replicated" for r in reads)
+
+        updated = client.patch(f"/api/v1/records/{record['id']}", json={"content": "two", "version": record["version"]})
+        assert updated.status_code == 200, updated.text
+        stale = client.patch(f"/api/v1/records/{record['id']}", json={"content": "three", "version": record["version"]})
+        assert stale.status_code == 409 and stale.json()["code"] == "conflict"
+        assert updated.headers["x-replica-mobile"] != stale.headers["x-replica-mobile"]
+
+        listed = [client.get("/api/v1/records", params={"tag": "rep"}).json() for _ in range(2)]
+        assert all(page["total_count"] == 1 and page["data"][0]["content"] == "two" for page in listed)
+
+        changes = client.get("/api/v1/sync/changes").json()
+        assert [(c["id"], c["version"]) for c in changes["changes"]] == [(record["id"], record["version"] + 1)]
+
+
+def test_a_chat_session_continues_across_llm_replicas(
+    deployment: Deployment, login: Callable[[], dict[str, str]]
+) -> None:
+    headers = login()
+    with httpx.Client(base_url=deployment.llm, headers=headers, timeout=60) as client:
+        session = client.post("/api/v1/chat/sessions", json={"title": "Across replicas"})
+        assert session.status_code == 201, session.text
+        session_id = session.json()["id"]
+        served_by = set()
+        for text in ("first question", "second question"):
+            reply = client.post(f"/api/v1/chat/sessions/{session_id}/messages", json={"content": text})
+            assert reply.status_code == 200, reply.text
+            served_by.add(reply.headers["x-replica-llm"])
+        assert served_by == set(deployment.llm_replicas)
+        for replica in deployment.llm_replicas:
+            detail = httpx.get(f"{replica}/api/v1/chat/sessions/{session_id}", headers=headers, timeout=30)
+            assert detail.status_code == 200
+            messages = detail.json()["messages"]
+            assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+            assert [messages[0]["content"], messages[2]["content"]] == ["first question", "second question"]
+
+
+def test_the_mobile_app_reaches_chat_and_ai_through_either_replica(
+    deployment: Deployment, login: Callable[[], dict[str, str]]
+) -> None:
+    headers = login()
+    with httpx.Client(base_url=deployment.mobile, headers=headers, timeout=60) as client:
+        record = client.post("/api/v1/records", json={"title": "To summarise", "content": "A long text. " * 20}).json()
+        for _ in range(2):
+            summary = client.post(f"/api/v1/records/{record['id']}/ai/summarize")
+            assert summary.status_code == 200, summary.text
+        sessions = [client.get("/api/v1/chat/sessions") for _ in range(2)]
+        assert all(s.status_code == 200 for s in sessions)
+
+
+def test_logout_on_one_replica_revokes_the_token_on_every_replica(
+    deployment: Deployment, login: Callable[[], dict[str, str]]
+) -> None:
+    headers = login()
+    for replica in [*deployment.mobile_replicas, *deployment.llm_replicas]:
+        path = "/api/v1/records" if replica in deployment.mobile_replicas else "/api/v1/chat/sessions"
+        assert httpx.get(f"{replica}{path}", headers=headers, timeout=30).status_code == 200
+    out = httpx.post(f"{deployment.mobile}/api/v1/auth/logout", headers=headers, timeout=30)
+    assert out.status_code == 204, out.text
+    for replica in [*deployment.mobile_replicas, *deployment.llm_replicas]:
+        path = "/api/v1/records" if replica in deployment.mobile_replicas else "/api/v1/chat/sessions"
+        refused = httpx.get(f"{replica}{path}", headers=headers, timeout=30)
+        assert refused.status_code == 401, (replica, refused.text)
+        assert refused.json()["code"] == "invalid_token"
