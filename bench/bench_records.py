@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from common.config import Settings, load_settings  # noqa: E402
 from common.local_redis import provide_redis  # noqa: E402
+from common.models.record import cjk_index_text  # noqa: E402
 from common.processes import free_port, popen_child, stop_process  # noqa: E402
 from common.security import encode_token  # noqa: E402
 
@@ -263,6 +264,12 @@ def fill(path: Path, owner: str, count: int, rng: random.Random) -> list[str]:
         rows,
     )
     conn.executemany("INSERT INTO record_tags (id, record_id, owner_id, tag) VALUES (?,?,?,?)", tag_rows)
+    # mobile_service keeps this index in its write path; a bulk insert has to do it itself.
+    texts = conn.execute("SELECT rowid, title, content FROM records WHERE owner_id = ?", (owner,)).fetchall()
+    conn.executemany(
+        "INSERT INTO records_cjk(rowid, body) VALUES (?, ?)",
+        [(rowid, body) for rowid, title, content in texts if (body := cjk_index_text(title, content))],
+    )
     conn.execute("INSERT INTO record_change_counters (id, value) VALUES (?, ?)", (owner, count))
     conn.commit()
     conn.close()

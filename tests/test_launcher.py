@@ -87,7 +87,7 @@ def test_an_unknown_service_is_refused_with_the_valid_names() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LLM_SERVICE_PYTHON": "/nonexistent/python"}, "LLM_SERVICE_PYTHON=/nonexistent/python is not an executable"),
+        ({"LLM_SERVICE_PYTHON": "no-such-python"}, "LLM_SERVICE_PYTHON=no-such-python is not an executable"),
         ({"ENV": "production", "SECRET_KEY": "short"}, "set SECRET_KEY"),
         ({"LOCAL_REDIS_PROBE": "127.0.0.1:x"}, "LOCAL_REDIS_PROBE must be host:port"),
         (

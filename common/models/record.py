@@ -8,12 +8,13 @@
   (SQLite) is held until commit, so changes commit in sequence order and a sync reader that pages
   by sequence never skips one.
 - Full-text search: on SQLite an FTS5 table ``records_fts`` (trigram tokenizer, so Chinese
-  substrings match) kept in step by triggers; on PostgreSQL a GIN index over a ``simple``
-  tsvector of title and content.
+  substrings match) kept in step by triggers, plus ``records_cjk`` for one- and two-character
+  CJK words; on PostgreSQL a GIN index over a ``simple`` tsvector of title and content.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +105,30 @@ _SQLITE_FTS_DDL: tuple[str, ...] = (
     "INSERT INTO records_fts(rowid, title, content) VALUES (new.rowid, new.title, new.content); END",
 )
 
+# Words of one or two characters in scripts written without spaces (a two-character Chinese word
+# such as 会议) are below the trigram length. A second FTS5 table indexes those characters one
+# token each (``cjk_index_text``), so such a word is a phrase query of adjacent tokens. Python
+# fills it in the write path (mobile_service is the only writer of records).
+SQLITE_CJK_TABLE = "records_cjk"
+_SQLITE_CJK_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS records_cjk USING fts5(body, tokenize='unicode61')"
+CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+_RUN_BREAK = "x"  # a token between runs, so characters of two runs are never adjacent
+
+
+def cjk_index_text(*texts: str) -> str:
+    """The ``records_cjk`` body of a record: its CJK characters one token each, runs kept apart."""
+    runs = [" ".join(run) for text in texts for run in _CJK_RUN.findall(text or "")]
+    return f" {_RUN_BREAK} ".join(runs)
+
+
+def cjk_phrase(term: str) -> str | None:
+    """An FTS5 phrase for a short CJK term (``会议`` → ``"会 议"``), or None when it is not one."""
+    if not term or not all(CJK_CHAR.match(ch) for ch in term):
+        return None
+    return '"' + " ".join(term) + '"'
+
+
 PG_SEARCH_VECTOR = "to_tsvector('simple', coalesce(title, '') || ' ' || coalesce(content, ''))"
 _PG_FTS_DDL: tuple[str, ...] = (
     f"CREATE INDEX IF NOT EXISTS ix_records_search ON records USING gin (({PG_SEARCH_VECTOR}))",
@@ -120,11 +145,14 @@ def _create_search_index(target: Any, connection: Any, **_kw: Any) -> None:
     )
     for statement in statements:
         connection.execute(text(statement))
+    if connection.dialect.name == "sqlite":
+        connection.execute(text(_SQLITE_CJK_DDL))
 
 
 def _drop_search_index(target: Any, connection: Any, **_kw: Any) -> None:
     if connection.dialect.name == "sqlite":
         connection.execute(text(f"DROP TABLE IF EXISTS {SQLITE_FTS_TABLE}"))
+        connection.execute(text(f"DROP TABLE IF EXISTS {SQLITE_CJK_TABLE}"))
 
 
 event.listen(Record.__table__, "after_create", _create_search_index)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -33,17 +35,23 @@ async def _slow(request: Request) -> PlainTextResponse:
     return PlainTextResponse("late")
 
 
+async def _big(request: Request) -> JSONResponse:
+    return JSONResponse({"items": list(range(2000))})
+
+
 async def _fail(request: Request) -> PlainTextResponse:
     return PlainTextResponse("broken", status_code=500)
 
 
 UPSTREAM_APP = Starlette(
+    middleware=[Middleware(GZipMiddleware, minimum_size=500)],
     routes=[
+        Route("/big", _big),
         Route("/health", _health),
         Route("/echo", _echo, methods=["GET", "POST"]),
         Route("/slow", _slow),
         Route("/fail", _fail),
-    ]
+    ],
 )
 
 
@@ -73,6 +81,6 @@ class ThreadedServer:
 
 @pytest.fixture(scope="session")
 def tiny_upstream() -> Iterator[str]:
-    """Base URL of a real HTTP server with /health, /echo, /slow (5 s) and /fail (500)."""
+    """Base URL of a real HTTP server with /health, /echo, /slow (5 s), /big (gzip) and /fail (500)."""
     with ThreadedServer(UPSTREAM_APP) as server:
         yield server.url

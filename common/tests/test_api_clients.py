@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from common.api_clients import ServiceClient
@@ -21,7 +23,8 @@ async def test_request_id_and_bearer_token_are_passed_on(tiny_upstream: str) -> 
     echoed = response.json()
     assert echoed["headers"]["x-request-id"] == "req-42"
     assert echoed["headers"]["authorization"] == "Bearer tok123"
-    assert echoed["body"] == '{"a":1}' and echoed["query"] == {"q": "x"}
+    assert json.loads(echoed["body"]) == {"a": 1} and echoed["query"] == {"q": "x"}
+    assert echoed["headers"]["content-type"] == "application/json"
 
 
 async def test_no_token_means_no_authorization_header(tiny_upstream: str) -> None:
@@ -72,3 +75,30 @@ async def test_an_upstream_5xx_is_502_for_json_callers(tiny_upstream: str) -> No
     finally:
         await client.aclose()
     assert caught.value.status_code == 502
+
+
+async def test_query_values_are_sent_as_text_and_none_is_dropped(tiny_upstream: str) -> None:
+    client = ServiceClient("user_service", tiny_upstream)
+    try:
+        echoed = await client.json_or_raise("GET", "/echo", params={"apply": True, "n": 3, "skip": None})
+    finally:
+        await client.aclose()
+    assert echoed["query"] == {"apply": "true", "n": "3"}
+
+
+async def test_gzip_answers_decode_like_any_httpx_response(tiny_upstream: str) -> None:
+    client = ServiceClient("user_service", tiny_upstream)
+    try:
+        response = await client.request("GET", "/big", headers={"Accept-Encoding": "gzip"})
+    finally:
+        await client.aclose()
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json() == {"items": list(range(2000))}
+
+
+async def test_the_client_is_reusable_after_close(tiny_upstream: str) -> None:
+    client = ServiceClient("user_service", tiny_upstream)
+    await client.health()
+    await client.aclose()
+    await client.health()
+    await client.aclose()

@@ -8,13 +8,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastcrud import FastCRUD
-from sqlalchemy import Select, and_, bindparam, delete, func, insert, literal_column, or_, select, table, text
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from common.database import Database
-from common.models.record import PG_SEARCH_VECTOR, VISIBILITY_PUBLIC, Record, RecordChangeCounter, RecordTag
+from common.models.record import (
+    PG_SEARCH_VECTOR,
+    VISIBILITY_PUBLIC,
+    Record,
+    RecordChangeCounter,
+    RecordTag,
+    cjk_index_text,
+    cjk_phrase,
+)
 from mobile_service.app.schemas import RecordRead
 
 crud_records: FastCRUD = FastCRUD(Record)
@@ -95,6 +117,23 @@ async def current_change_seq(session: AsyncSession, owner_id: str) -> int:
     return int(found.scalar_one_or_none() or 0)
 
 
+async def reindex_cjk(session: AsyncSession, record_id: str, title: str, content: str) -> None:
+    """Keep ``records_cjk`` (SQLite only) in step with a record's text, inside the write."""
+    if _dialect(session) != "sqlite":
+        return
+    rowid = (await session.execute(text("SELECT rowid FROM records WHERE id = :id"), {"id": record_id})).scalar_one()
+    await session.execute(text("DELETE FROM records_cjk WHERE rowid = :rowid"), {"rowid": rowid})
+    body = cjk_index_text(title, content)
+    if body:
+        await session.execute(
+            text("INSERT INTO records_cjk(rowid, body) VALUES (:rowid, :body)"), {"rowid": rowid, "body": body}
+        )
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
 async def replace_tags(session: AsyncSession, record: Record) -> None:
     await session.execute(delete(RecordTag).where(RecordTag.record_id == record.id))
     if record.tags and record.deleted_at is None:
@@ -157,21 +196,34 @@ def search_terms(q: str) -> list[str]:
 
 
 def _sqlite_search(filters: ListFilters, terms: list[str]) -> tuple[Select[Any], Any]:
-    """FTS5 trigram for terms of 3+ characters (ranked by bm25, title weighted); shorter terms
-    (a two-character Chinese word such as 会议) fall back to a substring match."""
+    """FTS5 trigram for terms of 3+ characters (ranked by bm25, title weighted); one- and
+    two-character CJK words (会议) through ``records_cjk`` as phrases of adjacent characters;
+    other short terms (``me``) as a substring match."""
     long_terms = [t for t in terms if len(t) >= TRIGRAM]
-    short_terms = [t for t in terms if len(t) < TRIGRAM]
-    if not long_terms:
-        where = _filters(filters) + [_substring_match(t) for t in short_terms]
+    short = [t for t in terms if len(t) < TRIGRAM]
+    cjk = [phrase for phrase in (cjk_phrase(t) for t in short) if phrase]
+    plain_short = [t for t in short if not cjk_phrase(t)]
+    if long_terms:
+        driver, match = "records_fts", " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
+        rank = literal_column("bm25(records_fts, 10.0, 1.0)")
+    elif cjk:
+        driver, match, cjk = "records_cjk", " AND ".join(cjk), []
+        rank = literal_column("bm25(records_cjk)")
+    else:
+        where = _filters(filters) + [_substring_match(t) for t in plain_short]
         return select(Record).where(*where), Record.updated_at.desc()
-    where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in short_terms]
-    fts = table("records_fts")
-    match = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
-    rank = literal_column("bm25(records_fts, 10.0, 1.0)")
+    where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in plain_short]
+    if cjk:
+        in_cjk = (
+            text("SELECT rowid FROM records_cjk WHERE records_cjk MATCH :cjk")
+            .bindparams(cjk=" AND ".join(cjk))
+            .columns(column("rowid", Integer))
+        )
+        where.append(literal_column("records.rowid").in_(in_cjk))
     stmt = (
         select(Record)
-        .join(fts, literal_column("records_fts.rowid") == literal_column("records.rowid"))
-        .where(text("records_fts MATCH :match").bindparams(match=match), *where)
+        .join(table(driver), literal_column(f"{driver}.rowid") == literal_column("records.rowid"))
+        .where(text(f"{driver} MATCH :match").bindparams(match=match), *where)
     )
     return stmt, rank
 
@@ -193,8 +245,7 @@ async def search_page(
 ) -> dict[str, Any]:
     """Ranked full-text search over title and content of the owner's live records."""
     terms = search_terms(q)
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    if dialect == "postgresql":
+    if _dialect(session) == "postgresql":
         stmt, order = _postgres_search(filters, terms, q)
     else:
         stmt, order = _sqlite_search(filters, terms)

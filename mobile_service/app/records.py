@@ -118,6 +118,7 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
     try:
         await session.flush()
         await crud.replace_tags(session, record)
+        await crud.reindex_cjk(session, record.id, record.title, record.content)
         await session.commit()
     except IntegrityError as exc:  # another process created the same id first
         await session.rollback()
@@ -147,6 +148,9 @@ async def update_record(
     _bump(record, seq)
     if "tags" in changes:
         await crud.replace_tags(session, record)
+    if "title" in changes or "content" in changes:
+        await session.flush()
+        await crud.reindex_cjk(session, record.id, record.title, record.content)
     await session.commit()
     return read(record)
 
@@ -178,6 +182,7 @@ async def delete_record(
     record.slug = None
     _bump(record, seq)
     await crud.replace_tags(session, record)
+    await crud.reindex_cjk(session, record.id, "", "")
     await session.commit()
     return read(record)
 

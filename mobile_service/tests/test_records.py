@@ -185,7 +185,11 @@ def test_search_finds_english_and_chinese_ranked_and_scoped(mobile_client: TestC
 
     assert ids("budget") == [in_title["id"], in_content["id"]]  # a title hit ranks first
     assert ids("BUDGET review") == [in_title["id"]]
+    apart = create(mobile_client, user, title="开会", content="议程")  # 会 and 议, never adjacent
     assert ids("会议") == [chinese["id"]]  # two characters: below the trigram length
+    assert ids("议程") == [apart["id"]]
+    assert sorted(ids("会")) == sorted([apart["id"], chinese["id"]])
+    assert ids("budget 预算") == [] and ids("讨论 预算") == [chinese["id"]]
     assert ids("会议纪要") == [chinese["id"]]
     assert ids("预算") == [chinese["id"]]
     assert ids("quarterly 预算") == []
