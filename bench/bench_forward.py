@@ -1,40 +1,32 @@
-"""Forwarding speed (issue 3, item 7): what one hop through the proxy costs, and which HTTP client
-carries it.
+"""Forwarding speed (issue 3, item 7), on ``bench/harness.py``: what one hop through the proxy
+costs, and which HTTP client carries it.
 
-Started on free loopback ports, each its own process:
+Each its own process on a free loopback port:
 
-1. a bare ASGI app under uvicorn (the upstream, and the baseline when called directly);
+1. the bare ASGI baseline (``bench.baseline_app``): the upstream, and the baseline when called directly;
 2. a minimal ASGI proxy on a shared ``httpx.AsyncClient`` (streaming, the same header rules);
-3. the same proxy on a shared aiohttp ``ClientSession`` (``common.forwarding.AsgiForwarder``
-   alone, no framework);
-4. the real ``mobile_service/main.py`` forwarding ``/api/v1/auth/*`` to the bare app;
-5. the real ``user_service`` answered directly and through the real mobile_service
-   (``GET /api/v1/users/me`` with a real token: JWT, Redis and a row each time).
+3. the same proxy on a shared aiohttp ``ClientSession``: ``common.forwarding.AsgiForwarder`` alone;
+4. the real ``mobile_service`` forwarding ``/api/v1/auth/*`` to the baseline;
+5. the real ``user_service`` (``GET /api/v1/users/me`` with a real token) directly and through a
+   real mobile_service.
 
-This process is the load generator (aiohttp, ``--concurrency`` connections). For each target it
-prints throughput, p50/p99 latency, the p50 the hop adds over calling the upstream directly,
-and the CPU the proxy process spent per request (steadier than req/s on a shared machine).
+It prints the harness table (req/s, p50, p99, ratio to the baseline), the server CPU per request
+of each target (steadier than req/s on a shared machine) and the p50 a hop adds when requests go
+one at a time (no queueing).
 
-Run: ``.venv/bin/python bench/bench_forward.py`` (about a minute), e.g. ``--seconds 5 --concurrency 64``.
+Run: ``.venv/bin/python -m bench.bench_forward`` (about two minutes), e.g. ``--duration 5``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from bench.bench_records import SECRET, Result, load, wait_healthy  # noqa: E402
-from common.local_redis import provide_redis  # noqa: E402
-from common.processes import free_port, popen_child, stop_process  # noqa: E402
+from bench.bench_records import measured, print_cpu
+from bench.harness import BenchEnv, http_json, print_table, start_app, start_service
 
 PATH = "/api/v1/auth/bench"
 
@@ -44,20 +36,32 @@ async def _health(send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def serve_httpx_proxy(port: int, upstream: str) -> None:
-    """The forwarding rules of ``common.forwarding`` on a shared httpx client, streaming both ways."""
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def httpx_proxy() -> Any:
+    """The forwarding rules of ``common.forwarding`` on a shared httpx client, streaming both ways
+    (``uvicorn bench.bench_forward:httpx_proxy --factory`` with ``BENCH_UPSTREAM`` set)."""
     import httpx
-    import uvicorn
 
     from common.forwarding import forward_request_headers, forward_response_headers, upstream_url
 
+    upstream = os.environ["BENCH_UPSTREAM"]
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=2.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
     )
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
             return
         if scope["path"] == "/health":
             await _health(send)
@@ -67,19 +71,15 @@ def serve_httpx_proxy(port: int, upstream: str) -> None:
             client_host=scope["client"][0],
             request_id=uuid.uuid4().hex,
         )
-        request = client.build_request(
-            scope["method"], upstream_url(upstream, scope["path"], scope["query_string"].decode()), headers=headers
-        )
-        response = await client.send(request, stream=True)
+        url = upstream_url(upstream, scope["path"], scope["query_string"].decode())
+        response = await client.send(client.build_request(scope["method"], url, headers=headers), stream=True)
         try:
+            pairs = forward_response_headers(response.headers.multi_items())
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": [
-                        (k.lower().encode(), v.encode())
-                        for k, v in forward_response_headers(response.headers.multi_items())
-                    ],
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in pairs],
                 }
             )
             async for chunk in response.aiter_raw():
@@ -88,120 +88,77 @@ def serve_httpx_proxy(port: int, upstream: str) -> None:
         finally:
             await response.aclose()
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return app
 
 
-def serve_aiohttp_proxy(port: int, upstream: str) -> None:
-    """``common.forwarding.AsgiForwarder`` as the whole app (no framework around it)."""
-    import uvicorn
-
+def aiohttp_proxy() -> Any:
+    """``common.forwarding.AsgiForwarder`` as the whole app, no framework around it."""
     from common.forwarding import AsgiForwarder, ForwardingConfig
 
-    forwarder = AsgiForwarder(ForwardingConfig(upstreams={"user_service": upstream}))
+    forwarder = AsgiForwarder(ForwardingConfig(upstreams={"user_service": os.environ["BENCH_UPSTREAM"]}))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/health":
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["path"] == "/health":
             await _health(send)
-        elif scope["type"] == "http":
+        else:
             await forwarder(scope, receive, send)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def child(argv: list[str], env: dict[str, str] | None = None) -> Any:
-    return popen_child([sys.executable, *argv], env or dict(os.environ), pipe_output=False)
-
-
-def service_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_SERVICE_URL") and k not in ("PORT", "HOST")}
-    env.update({"SECRET_KEY": SECRET, "LOG_DIR": str(Path(tempfile.gettempdir()) / "bench-logs"), **extra})
-    return env
-
-
-def report(results: list[Result], direct: Result, proxies: list[Result]) -> None:
-    for result in results:
-        print(result.line())
-    for proxy in proxies:
-        added = proxy.pct(0.5) - direct.pct(0.5)
-        print(
-            f"  {proxy.name}: {proxy.rps / direct.rps:.2f} of direct throughput, "
-            f"adds {added:+.2f} ms p50 at this concurrency"
-        )
-
-
-def register_and_login(base: str) -> str:
-    import httpx
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    password = "correct horse battery staple"
-    httpx.post(f"{base}/api/v1/auth/register", json={"username": name, "password": password}).raise_for_status()
-    tokens = httpx.post(f"{base}/api/v1/auth/login", json={"username": name, "password": password})
-    tokens.raise_for_status()
-    return tokens.json()["access_token"]
+    return app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL (INFO: access log on)")
     args = parser.parse_args()
-    if args.serve:
-        kind, port, upstream = args.serve
-        {"httpx": serve_httpx_proxy, "aiohttp": serve_aiohttp_proxy}[kind](int(port), upstream)
-        return
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    c, d, w = args.connections, args.duration, args.warmup
 
-    redis = provide_redis(None)
-    redis_url = redis.url.rsplit("/", 1)[0] + "/12" if redis.url.count("/") > 2 else redis.url + "/12"
-    tmp = Path(tempfile.mkdtemp(prefix="bench-forward-"))
-    ports = {name: free_port() for name in ("bare", "httpx", "aiohttp", "mobile", "user", "mobile_user")}
-    bare_url = f"http://127.0.0.1:{ports['bare']}"
-    user_url = f"http://127.0.0.1:{ports['user']}"
-    database = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'app.db'}", "REDIS_URL": redis_url}
-    procs = {
-        "bare": child([str(REPO_ROOT / "bench" / "bench_records.py"), "--serve-baseline", str(ports["bare"])]),
-        "httpx": child([__file__, "--serve", "httpx", str(ports["httpx"]), bare_url]),
-        "aiohttp": child([__file__, "--serve", "aiohttp", str(ports["aiohttp"]), bare_url]),
-        "mobile": child(
-            [str(REPO_ROOT / "mobile_service" / "main.py")],
-            service_env({"MOBILE_SERVICE_PORT": str(ports["mobile"]), "USER_SERVICE_URL": bare_url, **database}),
-        ),
-        "user": child(
-            [str(REPO_ROOT / "user_service" / "main.py")],
-            service_env({"USER_SERVICE_PORT": str(ports["user"]), **database}),
-        ),
-    }
-    procs["mobile_user"] = child(
-        [str(REPO_ROOT / "mobile_service" / "main.py")],
-        service_env({"MOBILE_SERVICE_PORT": str(ports["mobile_user"]), "USER_SERVICE_URL": user_url, **database}),
-    )
-    try:
-        for port in ports.values():
-            wait_healthy(f"http://127.0.0.1:{port}")
-        c, s = args.concurrency, args.seconds
+    with BenchEnv(log_level=args.log_level) as env, start_app("bench.baseline_app:app") as base:
+        upstream = {"BENCH_UPSTREAM": base.url}
+        with (
+            start_app("bench.bench_forward:httpx_proxy", env=upstream, factory=True, health_path="/health") as hx,
+            start_app("bench.bench_forward:aiohttp_proxy", env=upstream, factory=True, health_path="/health") as ah,
+            start_service("mobile_service", {**env.env, "USER_SERVICE_URL": base.url}) as mobile,
+        ):
+            print(f"one forwarding hop to the bare ASGI baseline, {c} connections:")
+            rows = [
+                measured("bare ASGI baseline, direct", base, f"{base.url}{PATH}", {}, c, d, w),
+                measured("minimal proxy, httpx client", hx, f"{hx.url}{PATH}", {}, c, d, w),
+                measured("minimal proxy, aiohttp client", ah, f"{ah.url}{PATH}", {}, c, d, w),
+                measured("mobile_service (full app)", mobile, f"{mobile.url}{PATH}", {}, c, d, w),
+            ]
+            print_table([r for r, _ in rows], rows[0][0])
+            print_cpu(rows)
 
-        def run(name: str, target: str, url: str, headers: dict[str, str] | None = None) -> Result:
-            return asyncio.run(load(name, [url], headers or {}, c, s, server_pid=procs[target].pid))
+            print("\none request at a time (no queueing):")
+            alone = [
+                measured("baseline, 1 connection", base, f"{base.url}{PATH}", {}, 1, d, w),
+                measured("mobile_service, 1 connection", mobile, f"{mobile.url}{PATH}", {}, 1, d, w),
+            ]
+            print_table([r for r, _ in alone], alone[0][0])
+            added = alone[1][0].p50_ms - alone[0][0].p50_ms
+            print(f"the hop through mobile_service adds {added:+.2f} ms p50")
 
-        print(f"one forwarding hop to a bare ASGI upstream, {c} connections, {s:g}s each (same run):")
-        direct = run("bare ASGI upstream, direct", "bare", f"{bare_url}{PATH}")
-        via_httpx = run("minimal proxy, httpx client", "httpx", f"http://127.0.0.1:{ports['httpx']}{PATH}")
-        via_aiohttp = run("minimal proxy, aiohttp client", "aiohttp", f"http://127.0.0.1:{ports['aiohttp']}{PATH}")
-        via_mobile = run("mobile_service (full app)", "mobile", f"http://127.0.0.1:{ports['mobile']}{PATH}")
-        report([direct, via_httpx, via_aiohttp, via_mobile], direct, [via_httpx, via_aiohttp, via_mobile])
-
-        token = register_and_login(user_url)
-        auth = {"Authorization": f"Bearer {token}"}
-        print(f"\nGET /api/v1/users/me on the real user_service, {c} connections:")
-        user_direct = run("user_service, direct", "user", f"{user_url}/api/v1/users/me", auth)
-        user_hop = run(
-            "through mobile_service", "mobile_user", f"http://127.0.0.1:{ports['mobile_user']}/api/v1/users/me", auth
-        )
-        report([user_direct, user_hop], user_direct, [user_hop])
-    finally:
-        for proc in procs.values():
-            stop_process(proc, grace=5.0)
-        redis.stop()
+        with (
+            start_service("user_service", env.env) as user,
+            start_service("mobile_service", env.with_urls(user_service=user)) as mobile,
+        ):
+            name, password = f"bench_{uuid.uuid4().hex[:8]}", "correct horse battery staple"
+            http_json("POST", f"{user.url}/api/v1/auth/register", {"username": name, "password": password})
+            tokens = http_json("POST", f"{user.url}/api/v1/auth/login", {"username": name, "password": password})
+            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            print(f"\nGET /api/v1/users/me on the real user_service, {c} connections:")
+            rows = [
+                measured("user_service, direct", user, f"{user.url}/api/v1/users/me", auth, c, d, w),
+                measured("through mobile_service", mobile, f"{mobile.url}/api/v1/users/me", auth, c, d, w),
+            ]
+            print_table([r for r, _ in rows], rows[0][0])
+            print_cpu(rows)
 
 
 if __name__ == "__main__":

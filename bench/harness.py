@@ -365,7 +365,8 @@ wrk.body = {body}
 
 
 def _lua_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid Lua string literal here
+    # A JSON string literal is a valid Lua one as long as no \uXXXX escape appears.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _run_wrk(

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.api_clients import ServiceClient
@@ -121,6 +122,25 @@ def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", None) or request_id_var.get()
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route offers for this path (Starlette's 405 names only the first
+    matching route's methods, e.g. ``GET`` for a path served by a GET and a PATCH route).
+    Each method is probed through the router (included routers are matched lazily)."""
+    base = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**base, "method": method, "headers": [], "query_string": b""})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to ``{"detail", "code", "request_id"}``."""
 
@@ -133,7 +153,10 @@ def install_error_handlers(app: FastAPI) -> None:
         body = error_body(exc.status_code, exc.detail, request_id_of(request))
         if exc.status_code == 401:
             body["code"] = "not_authenticated"
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.cache import redact_url
 from common.config import Settings
-from common.errors import AppError, error_body
+from common.errors import AppError, BadRequest, error_body
 from common.logging_setup import request_id_var, setup_logging, user_id_var
 from common.observability import (
     METRICS_CONTENT_TYPE,
@@ -67,6 +67,8 @@ def create_flask_app(
         g.request_id = accept_or_make_request_id(request.headers.get(REQUEST_ID_HEADER))
         request_id_var.set(g.request_id)
         user_id_var.set("-")
+
+    install_cors(app, settings.cors_origin_list)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -143,6 +145,43 @@ def create_flask_app(
         return Response(metrics_payload(), mimetype=METRICS_CONTENT_TYPE)
 
     return app
+
+
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_PREFLIGHT_MAX_AGE = "600"
+
+
+def install_cors(app: Flask, origins: list[str]) -> None:
+    """CORS from ``CORS_ORIGINS`` (SPEC §11), like the FastAPI services: only the listed origins,
+    with credentials, ``X-Request-ID`` exposed, preflight ``OPTIONS`` answered here. Nothing is
+    added when the list is empty (same-origin only)."""
+    allowed = frozenset(origins)
+    if not allowed:
+        return
+
+    @app.before_request
+    def _cors_preflight() -> Response | None:
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        if request.headers.get("Origin") not in allowed:
+            raise BadRequest("Disallowed CORS origin")
+        response = Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            response.headers["Access-Control-Allow-Headers"] = requested
+        response.headers["Access-Control-Max-Age"] = CORS_PREFLIGHT_MAX_AGE
+        return response
+
+    @app.after_request
+    def _cors_headers(response: Response) -> Response:
+        response.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
+        return response
 
 
 def _escape(text: str) -> str:

@@ -15,11 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.config import load_settings
 from common.flask_factory import create_flask_app
 from web_service.app.config import WebSettings
-from web_service.app.setup import install_web_app
+from web_service.app.setup import close_web_resources, install_web_app
 
 SERVICE = "web_service"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "res" / "templates"
@@ -36,6 +37,11 @@ def build_app(settings: WebSettings | None = None, **factory_kwargs: Any) -> Fla
         **factory_kwargs,
     )
     install_web_app(app, settings)
+    if settings.trusted_proxy_count:
+        # The client address (login limits, X-Forwarded-For upstream) and scheme as the trusted
+        # proxies saw them; the Host header is used as received (the proxy must pass it through).
+        hops = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
 
 
@@ -57,6 +63,8 @@ class _Gunicorn(BaseApplication):
             "timeout": 120,
             "accesslog": None,
             "control_socket_disable": True,
+            # Each worker closes its upstream connection pool and its Redis connections on the way out.
+            "worker_exit": lambda _server, _worker: close_web_resources(self.application),
         }
         for key, value in options.items():
             self.cfg.set(key, value)

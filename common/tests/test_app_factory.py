@@ -238,3 +238,22 @@ def test_body_limit_is_413_with_and_without_content_length(build: Callable[..., 
             "payload_too_large",
         )
         assert small.post("/t/items", json={"name": "ok", "size": 1}).status_code == 200
+
+
+def test_405_lists_every_method_the_path_supports(build: Callable[..., Any]) -> None:
+    extra = APIRouter()
+
+    @extra.get("/t/both")
+    async def read_both() -> dict[str, str]:
+        return {"m": "get"}
+
+    @extra.patch("/t/both")
+    async def patch_both() -> dict[str, str]:
+        return {"m": "patch"}
+
+    app = build()
+    app.include_router(extra)
+    with TestClient(app) as c:
+        response = c.delete("/t/both")
+        assert_shape(response, 405, "method_not_allowed")
+        assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}

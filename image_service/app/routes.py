@@ -20,11 +20,13 @@ from image_service.app.schemas import (
     ImagePage,
     ImageRead,
     RatingUpdate,
+    error_responses,
 )
 from image_service.app.storage import ImageStorage
 from image_service.app.uploads import receive_upload
 
-router = APIRouter(prefix="/api/v1", tags=["images"])
+# Every route may meet a bad token (401) and a dependency down (503).
+router = APIRouter(prefix="/api/v1", tags=["images"], responses=error_responses(401, 503))
 MAX_PAGE = 100
 
 # The body is streamed by ``receive_upload``, not parsed by FastAPI; this documents it for /docs.
@@ -54,8 +56,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     openapi_extra=UPLOAD_OPENAPI,
     responses={
         200: {"model": ImageRead, "description": "The same bytes were uploaded before: the existing image"},
-        413: {"description": "Over IMAGE_MAX_BYTES, or more pixels than IMAGE_MAX_PIXELS"},
-        415: {"description": "Not a JPEG, PNG, WebP or GIF (judged by content)"},
+        **error_responses(400, 404, 413, 415),
     },
     summary="Upload an image (201 new; 200 when the same bytes were already uploaded)",
 )
@@ -94,9 +95,16 @@ async def list_images(
     )
 
 
-@router.get("/images/{image_id}", response_model=ImageRead, summary="One of the caller's images")
+@router.get(
+    "/images/{image_id}", response_model=ImageRead, responses=error_responses(404), summary="One of the caller's images"
+)
 async def read_image(image_id: str, caller: CurrentUser, session: SessionDep) -> ImageRead:
     return ImageRead.of(await images.owned_image(session, caller.id, image_id))
+
+
+# The token is optional there (anyone may read an image attached to a published record): FastAPI
+# appends this empty requirement, "no credentials", to the bearer one it documents.
+OPTIONAL_AUTH_OPENAPI: dict[str, Any] = {"security": [{}]}
 
 
 def _cache_headers(etag: str, public: bool, settings: ImageSettings) -> dict[str, str]:
@@ -130,6 +138,8 @@ async def _serve(
     "/images/{image_id}/content",
     summary="The image's bytes (the owner, or anyone while it is attached to a published record)",
     response_class=Response,
+    responses=error_responses(404),
+    openapi_extra=OPTIONAL_AUTH_OPENAPI,
 )
 async def image_content(
     image_id: str,
@@ -149,6 +159,8 @@ async def image_content(
     "/images/{image_id}/thumbnail",
     summary="A small WebP of the image (made once, then cached)",
     response_class=Response,
+    responses=error_responses(404),
+    openapi_extra=OPTIONAL_AUTH_OPENAPI,
 )
 async def image_thumbnail(
     image_id: str,
@@ -168,7 +180,12 @@ async def image_thumbnail(
     return await _serve(request, ctx.storage, key, mime, etag, readable.public, settings)
 
 
-@router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(404),
+)
 async def delete_image(image_id: str, caller: CurrentUser, session: SessionDep, storage: StorageDep) -> Response:
     await images.delete_image(session, storage, caller.id, image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -177,7 +194,13 @@ async def delete_image(image_id: str, caller: CurrentUser, session: SessionDep, 
 # ---------------------------------------------------------------- generation tasks
 
 
-@router.post("/generations", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationRead, tags=["generations"])
+@router.post(
+    "/generations",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=GenerationRead,
+    responses=error_responses(400, 429),
+    tags=["generations"],
+)
 async def create_generation(
     data: GenerationCreate, caller: CurrentUser, session: SessionDep, settings: ImageSettingsDep, workers: WorkersDep
 ) -> GenerationRead:
@@ -197,17 +220,29 @@ async def list_generations(
     return await generations.task_page(session, caller.id, offset, limit)
 
 
-@router.get("/generations/{task_id}", response_model=GenerationRead, tags=["generations"])
+@router.get(
+    "/generations/{task_id}", response_model=GenerationRead, responses=error_responses(404), tags=["generations"]
+)
 async def read_generation(task_id: str, caller: CurrentUser, session: SessionDep) -> GenerationRead:
     return await generations.read_task(session, caller.id, task_id)
 
 
-@router.post("/generations/{task_id}/cancel", response_model=GenerationRead, tags=["generations"])
+@router.post(
+    "/generations/{task_id}/cancel",
+    response_model=GenerationRead,
+    responses=error_responses(404, 409),
+    tags=["generations"],
+)
 async def cancel_generation(task_id: str, caller: CurrentUser, session: SessionDep) -> GenerationRead:
     return await generations.cancel(session, caller.id, task_id)
 
 
-@router.put("/generations/{task_id}/results/{index}/rating", response_model=GenerationResultRead, tags=["generations"])
+@router.put(
+    "/generations/{task_id}/results/{index}/rating",
+    response_model=GenerationResultRead,
+    responses=error_responses(400, 404, 409),
+    tags=["generations"],
+)
 async def rate_generation_result(
     task_id: str,
     index: Annotated[int, Path(ge=0, le=3)],

@@ -26,8 +26,16 @@ def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise BadRequest("'messages' must be a non-empty list of message objects")
+    for message in messages:
+        if not (isinstance(message.get("role"), str) and message["role"]):
+            raise BadRequest("Each message needs a 'role' string")
+        if not isinstance(message.get("content"), str | list | None):
+            raise BadRequest("A message's 'content' is a string, a list of parts, or null")
     if "model" in body and not (isinstance(body["model"], str) and body["model"]):
         raise BadRequest("'model' must be a non-empty string")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        # A truthy non-boolean (e.g. "false") would otherwise switch streaming on.
+        raise BadRequest("'stream' must be true or false")
     if "model" in body:
         settings.check_model(body["model"])
     return body

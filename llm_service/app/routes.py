@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from common.deps import CurrentUser, RedisDep
 from llm_service.app import openai_compat
@@ -41,20 +41,26 @@ from llm_service.app.schemas import (
     TextTaskRequest,
     TextTaskResult,
     UsageReport,
+    error_responses,
     usage_read,
 )
 from llm_service.app.sse import EventStreamResponse
-from llm_service.app.text_tasks import run_text_task
+from llm_service.app.text_tasks import TASKS, run_text_task
 from llm_service.app.usage import record_usage, usage_report
 
-api = APIRouter(prefix="/api/v1", tags=["llm"])
-openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"])
+# Every route needs a token (401) and Redis (503); the provider's routes add its failures.
+COMMON_ERRORS = error_responses(401, 503)
+PROVIDER_ERRORS = error_responses(400, 429, 502, 504)
+api = APIRouter(prefix="/api/v1", tags=["llm"], responses=COMMON_ERRORS)
+openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=COMMON_ERRORS)
 
 MESSAGE_REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`{message, usage}`; with `stream: true` a `text/event-stream` of `delta`, then `done` or `error`",
         "content": {"text/event-stream": {}},
-    }
+    },
+    **PROVIDER_ERRORS,
+    **error_responses(404, 413),
 }
 
 
@@ -77,7 +83,12 @@ def message_read(message: ChatMessage) -> ChatMessageRead:
 # ---------------------------------------------------------------------------- chat sessions
 
 
-@api.post("/chat/sessions", status_code=status.HTTP_201_CREATED, response_model=ChatSessionRead)
+@api.post(
+    "/chat/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChatSessionRead,
+    responses=error_responses(400, 413),
+)
 async def create_session(data: ChatSessionCreate, user: CurrentUser, chat: ChatServiceDep) -> ChatSessionRead:
     return session_read(await chat.create_session(user.id, data))
 
@@ -93,7 +104,7 @@ async def list_sessions(
     return ChatSessionList(data=[session_read(s) for s in sessions])
 
 
-@api.get("/chat/sessions/{session_id}", response_model=ChatSessionDetail)
+@api.get("/chat/sessions/{session_id}", response_model=ChatSessionDetail, responses=error_responses(404))
 async def read_session(session_id: str, user: CurrentUser, store: ChatStoreDep) -> ChatSessionDetail:
     session = await store.get(user.id, session_id)
     messages = await store.messages(session.id)
@@ -104,7 +115,7 @@ async def read_session(session_id: str, user: CurrentUser, store: ChatStoreDep) 
     )
 
 
-@api.patch("/chat/sessions/{session_id}", response_model=ChatSessionRead)
+@api.patch("/chat/sessions/{session_id}", response_model=ChatSessionRead, responses=error_responses(400, 404))
 async def update_session(
     session_id: str, data: ChatSessionUpdate, user: CurrentUser, store: ChatStoreDep
 ) -> ChatSessionRead:
@@ -113,7 +124,7 @@ async def update_session(
     return session_read(session)
 
 
-@api.delete("/chat/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@api.delete("/chat/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 async def delete_session(session_id: str, user: CurrentUser, store: ChatStoreDep) -> Response:
     await store.delete(user.id, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -143,9 +154,10 @@ async def retry_reply(session_id: str, data: ReplyRetry, user: LLMUser, chat: Ch
 # ---------------------------------------------------------------------------- text tasks, models, usage
 
 
-@api.post("/text/{task}", response_model=TextTaskResult)
+@api.post("/text/{task}", response_model=TextTaskResult, responses={**PROVIDER_ERRORS, **error_responses(404, 413)})
 async def text_task(
-    task: str,
+    # Documented as the known tasks; any other answers 404 (not 422), as the SPEC's unknown-path rule.
+    task: Annotated[str, Path(json_schema_extra={"enum": list(TASKS)})],
     data: TextTaskRequest,
     user: LLMUser,
     llm: LLMDep,
@@ -159,7 +171,7 @@ async def text_task(
     return TextTaskResult(result=outcome.result)
 
 
-@api.get("/models", response_model=ModelList)
+@api.get("/models", response_model=ModelList, responses=PROVIDER_ERRORS)
 async def list_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> ModelList:
     models = await provider_models(llm, redis, settings.models_cache_seconds)
     return ModelList(data=[ModelInfo.model_validate(m) for m in models], default_model=llm.model)
@@ -173,8 +185,50 @@ async def my_usage(user: CurrentUser, db: DatabaseDep, days: Annotated[int, Quer
 
 # ---------------------------------------------------------------------------- OpenAI-compatible
 
+# The body goes to the provider as it is; /docs shows the part the gateway itself checks.
+CHAT_COMPLETIONS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["messages"],
+                    "description": "An OpenAI chat completions request; other OpenAI fields pass through",
+                    "properties": {
+                        "model": {"type": "string", "minLength": 1},
+                        "messages": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["role"],
+                                "properties": {
+                                    "role": {"type": "string", "minLength": 1},
+                                    "content": {"type": ["string", "array", "null"]},
+                                },
+                            },
+                        },
+                        "stream": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    }
+}
 
-@openai_api.post("/chat/completions")
+
+@openai_api.post(
+    "/chat/completions",
+    responses={
+        200: {
+            "description": "The provider's answer; with `stream: true` its `text/event-stream` chunks",
+            "content": {"text/event-stream": {}},
+        },
+        **PROVIDER_ERRORS,
+    },
+    openapi_extra=CHAT_COMPLETIONS_OPENAPI,
+)
 async def chat_completions(
     body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep
 ) -> Any:
@@ -185,6 +239,6 @@ async def chat_completions(
     return await openai_compat.complete(llm, db, user.id, checked)
 
 
-@openai_api.get("/models")
+@openai_api.get("/models", responses=PROVIDER_ERRORS)
 async def openai_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> dict[str, Any]:
     return {"object": "list", "data": await provider_models(llm, redis, settings.models_cache_seconds)}

@@ -5,15 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Hard ceilings of the schema; the tighter, configurable limits are checked in the logic.
 TITLE_MAX = 200
 MODEL_MAX = 128
 ID_MAX = 64
 
+# Request bodies take the JSON types their schema states: no 0/1 or "yes" for a boolean.
+STRICT_BODY = ConfigDict(strict=True)
+
 
 class ChatSessionCreate(BaseModel):
+    model_config = STRICT_BODY
+
     title: str | None = Field(default=None, max_length=TITLE_MAX)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_MAX)
     system_prompt: str | None = None
@@ -21,6 +26,8 @@ class ChatSessionCreate(BaseModel):
 
 
 class ChatSessionUpdate(BaseModel):
+    model_config = STRICT_BODY
+
     title: str | None = Field(default=None, max_length=TITLE_MAX)
     persistent: bool | None = None
 
@@ -54,6 +61,8 @@ class ChatSessionList(BaseModel):
 
 
 class MessageCreate(BaseModel):
+    model_config = STRICT_BODY
+
     content: str = Field(min_length=1)
     stream: bool = False
     record_ids: list[str] = Field(default_factory=list)
@@ -68,6 +77,8 @@ class MessageCreate(BaseModel):
 
 class ReplyRetry(BaseModel):
     """Ask again for the reply to the last user message (after a failed or cut call)."""
+
+    model_config = STRICT_BODY
 
     stream: bool = False
     record_ids: list[str] = Field(default_factory=list)
@@ -85,6 +96,8 @@ class MessageReply(BaseModel):
 
 
 class TextTaskRequest(BaseModel):
+    model_config = STRICT_BODY
+
     text: str = Field(min_length=1)
     language: str | None = Field(default=None, max_length=32)
 
@@ -128,3 +141,28 @@ class UsageReport(BaseModel):
 
 def usage_read(usage: Any) -> UsageRead | None:
     return None if usage is None else UsageRead(**usage.as_dict())
+
+
+class ErrorBody(BaseModel):
+    """The SPEC §4 error shape, as /docs shows it (the app factory's handlers make it)."""
+
+    detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
+    code: str = Field(description="Machine code, e.g. not_found, invalid_token, upstream_error")
+    request_id: str
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Well-formed but unusable input (bad_request)",
+    401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
+    404: "Missing, or not the caller's (not_found)",
+    413: "Body or text over its limit (payload_too_large)",
+    429: "Too many calls; see Retry-After (rate_limited)",
+    502: "The LLM provider failed (upstream_error)",
+    503: "Redis or the LLM provider is down or unconfigured; the detail says which (service_unavailable)",
+    504: "The LLM provider timed out (upstream_timeout)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting the SPEC §4 errors a route may answer."""
+    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}

@@ -1,28 +1,71 @@
 """Schemathesis fuzzing of llm_service's OpenAPI schema (SPEC §4): for every operation, generated
-valid and invalid requests with a real access token never get a 500, every error carries
+valid and invalid requests (and ones without the token) never get a 500, every error carries
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
-Requests go to an in-process app from ``build_app`` (root-conftest settings: real Redis, real
-SQLite) against the project's fake upstream (real ``openai`` SDK over HTTP). The schema itself is
-read from an app built the same way at import time, with no lifespan: schemathesis' fixture-based
-loader does not run on the pinned pytest 9. Examples are few and derandomized (fast, repeatable).
+Requests go to an in-process app from ``build_app`` with the root conftest's settings (real Redis,
+real SQLite) against the project's fake upstream (real ``openai`` SDK over HTTP), with a real
+access token. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so the
+schema is read at import from an app built the same way (no lifespan started) and bound to a
+forwarding ASGI app that the module fixture points at the real one. Examples are few and
+derandomized: the run is fast and repeatable.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.auths import set_on_case
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.python.asgi import get_client, shutdown_lifespans
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.config import load_settings
 from llm_service.app.config import LLMSettings
 from llm_service.main import build_app
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+
+
+class ForwardingApp:
+    """The ASGI app schemathesis calls: forwards to the app the module fixture built."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.target is not None, "the llm_app fixture has not built the app yet"
+        await self.target(scope, receive, send)
+
+
+served = ForwardingApp()
+schema = schemathesis.openapi.from_dict(
+    build_app(load_settings(LLMSettings, "llm_service"), configure_logging=False).openapi()
+)
+schema.app = served
+
+
+class FixtureToken:
+    """Schemathesis' auth provider: the real access token the ``bearer`` fixture minted. Set on
+    every case except those that drop or spoil the token on purpose (negative auth tests); the
+    coverage phase's cases are made at collection, before any fixture, so the test sets it again."""
+
+    current: str | None = None
+
+    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str | None:
+        return FixtureToken.current
+
+    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+schema.auth(refresh_interval=None)(FixtureToken)
 
 
 def assert_error_shape(response: schemathesis.Response) -> None:
@@ -33,25 +76,48 @@ def assert_error_shape(response: schemathesis.Response) -> None:
     assert isinstance(body, dict), body
     assert {"detail", "code", "request_id"} <= body.keys(), body
     assert isinstance(body["code"], str) and body["code"], body
-    assert body["request_id"] == response.headers.get("x-request-id", [None])[0], (body, response.headers)
+    assert body["request_id"] == response.headers["x-request-id"][0], (body, response.headers)
+
+
+# Limits tighter than the schema, set in LLMSettings (CHAT_MAX_RECORD_IDS, CHAT_MESSAGE_MAX_CHARS, ...).
+DOCUMENTED_LIMITS = re.compile(
+    r"^(Nothing to retry: |At most \d+ record_ids per message$|\w+ is longer than \d+ characters$)"
+)
+
+
+def refused_by_a_documented_limit(response: schemathesis.Response) -> bool:
+    if response.status_code not in (400, 413):
+        return False
+    detail = response.json().get("detail")
+    return isinstance(detail, str) and DOCUMENTED_LIMITS.match(detail) is not None
 
 
 @pytest.fixture(scope="module")
-def llm_app(llm_app_factory: Callable[..., Any]) -> Iterator[Any]:
+def llm_app(llm_app_factory: Callable[..., Any]) -> Iterator[None]:
     # A per-user LLM rate limit high enough that fuzzing never trips it (429 is tested elsewhere).
-    yield llm_app_factory(llm_rate_limit_per_minute=100_000)
+    served.target = llm_app_factory(llm_rate_limit_per_minute=100_000)
+    yield
     # Schemathesis keeps an app's lifespan (Redis, database, provider client) open until stopped.
     shutdown_lifespans()
+    served.target = None
 
 
 @pytest.fixture
-def bearer(issue_token: Callable[..., str]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token()}"}
+def bearer(issue_token: Callable[..., str]) -> Iterator[str]:
+    FixtureToken.current = issue_token()
+    yield FixtureToken.current
+    FixtureToken.current = None
 
 
-schema = schemathesis.openapi.from_dict(
-    build_app(load_settings(LLMSettings, "llm_service"), configure_logging=False).openapi()
-)
+@pytest.fixture
+def own_session(llm_app: None, bearer: str) -> str:
+    """A chat session of the caller: valid cases aim at it instead of a random, absent id."""
+    with get_client(served) as client:
+        response = client.post(
+            "/api/v1/chat/sessions", json={"title": "fuzz"}, headers={"Authorization": f"Bearer {bearer}"}
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
 
 
 @schema.parametrize()
@@ -61,7 +127,57 @@ schema = schemathesis.openapi.from_dict(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_every_operation_keeps_the_error_contract_and_its_schema(case: schemathesis.Case, llm_app: Any, bearer: dict[str, str]
+def test_every_operation_keeps_the_error_contract_and_its_schema(
+    case: schemathesis.Case, llm_app: None, own_session: str
 ) -> None:
-    response = case.call_and_validate(headers=bearer, app=llm_app, excluded_checks=[schemathesis.checks.status_code_conformance])
+    set_on_case(case, schemathesis.AuthContext(operation=case.operation, app=served), None)
+    if case.meta is not None and case.meta.generation.mode.is_positive and "session_id" in (case.path_parameters or {}):
+        case.path_parameters["session_id"] = own_session
+    response = case.call()
+    # Schema-valid input may still meet a configurable limit or the session's state, answered with
+    # the SPEC's 400/413; only those documented answers skip the "valid data is accepted" check.
+    exempt = [positive_data_acceptance] if refused_by_a_documented_limit(response) else []
+    case.validate_response(response, excluded_checks=exempt, transport_kwargs={"app": served})
     assert_error_shape(response)
+
+
+# ---------------------------------------------------------------- regressions found by the fuzzing
+
+
+def test_openai_body_with_a_non_boolean_stream_or_a_message_without_role_is_refused(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    hello = {"role": "user", "content": "Hello"}
+    for body in (
+        {"messages": [hello], "stream": {}},
+        {"messages": [hello], "stream": "false"},
+        {"messages": [{"content": "Hello"}]},
+        {"messages": [{"role": "user", "content": 42}]},
+    ):
+        response = client.post("/v1/chat/completions", json=body, headers=me)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["code"] == "bad_request"
+    assert (
+        client.post("/v1/chat/completions", json={"messages": [hello], "stream": False}, headers=me).status_code == 200
+    )
+
+
+def test_booleans_of_request_bodies_must_be_json_booleans(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    refused = client.post("/api/v1/chat/sessions", json={"persistent": 0}, headers=me)
+    assert refused.status_code == 422 and refused.json()["code"] == "validation_error"
+    created = client.post("/api/v1/chat/sessions", json={"persistent": True}, headers=me)
+    assert created.status_code == 201 and created.json()["persistent"] is True
+    renamed = client.patch(f"/api/v1/chat/sessions/{created.json()['id']}", json={"persistent": "no"}, headers=me)
+    assert renamed.status_code == 422
+
+
+def test_the_schema_documents_the_error_shape_and_the_text_tasks() -> None:
+    document = schema.raw_schema
+    assert set(document["components"]["schemas"]["ErrorBody"]["required"]) == {"detail", "code", "request_id"}
+    text = document["paths"]["/api/v1/text/{task}"]["post"]
+    assert {"401", "404", "413", "429", "502", "503", "504"} <= set(text["responses"])
+    assert text["parameters"][0]["schema"]["enum"] == ["summarize", "tags", "title", "polish"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:51:36.300638+00:00
+Create Date: 2026-11-23 11:31:01.493285+00:00
 """
 
 from collections.abc import Sequence
@@ -31,6 +31,8 @@ SQLITE_SEARCH_DDL = (
     "VALUES ('delete', old.rowid, old.title, old.content); "
     "INSERT INTO records_fts(rowid, title, content) VALUES (new.rowid, new.title, new.content); END",
 )
+# SQLite: one- and two-character CJK words, one token per character (filled by mobile_service).
+SQLITE_CJK_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS records_cjk USING fts5(body, tokenize='unicode61')"
 PG_SEARCH_DDL = (
     "CREATE INDEX IF NOT EXISTS ix_records_search ON records USING gin "
     "((to_tsvector('simple', coalesce(title, '') || ' ' || coalesce(content, ''))))",
@@ -41,12 +43,15 @@ def create_records_search() -> None:
     dialect = op.get_bind().dialect.name
     for statement in SQLITE_SEARCH_DDL if dialect == "sqlite" else PG_SEARCH_DDL if dialect == "postgresql" else ():
         op.execute(statement)
+    if dialect == "sqlite":
+        op.execute(SQLITE_CJK_DDL)
 
 
 def drop_records_search() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         op.execute("DROP TABLE IF EXISTS records_fts")  # its triggers go with the records table
+        op.execute("DROP TABLE IF EXISTS records_cjk")
     elif dialect == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_records_search")
 

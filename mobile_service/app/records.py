@@ -7,6 +7,7 @@ orders the sync feed and serialises the owner's writes, so version checks cannot
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from mobile_service.app import crud
 from mobile_service.app.schemas import PublicRecord, RecordCreate, RecordRead
 
 NOT_FOUND = "Record not found"
+SLUG = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def parse_record_id(value: str) -> str:
@@ -209,7 +211,7 @@ async def set_published(
 
 
 async def get_public(session: AsyncSession, slug: str) -> PublicRecord:
-    record = await crud.get_published(session, slug) if 0 < len(slug) <= 64 else None
+    record = await crud.get_published(session, slug) if SLUG.fullmatch(slug) else None
     if record is None:
         raise NotFound("No published record at this address")
     public = PublicRecord.model_validate(record)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # SPEC §6 limits (the contract, so constants rather than settings).
 TITLE_MAX_CHARS = 200
@@ -16,10 +16,20 @@ TAG_MAX_CHARS = 32
 MAX_ATTACHMENTS = 50
 PAGE_MAX = 100
 
-Title = Annotated[str, Field(max_length=TITLE_MAX_CHARS)]
-Content = Annotated[str, Field(max_length=CONTENT_MAX_CHARS)]
-Summary = Annotated[str, Field(max_length=CONTENT_MAX_CHARS)]
-ImageId = Annotated[str, Field(min_length=1, max_length=36)]
+
+def no_nul(value: str) -> str:
+    """NUL cannot be stored in PostgreSQL text (and breaks full-text queries): refuse it."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(no_nul)]
+Title = Annotated[Text, Field(max_length=TITLE_MAX_CHARS)]
+Content = Annotated[Text, Field(max_length=CONTENT_MAX_CHARS)]
+Summary = Annotated[Text, Field(max_length=CONTENT_MAX_CHARS)]
+ImageId = Annotated[Text, Field(min_length=1, max_length=36)]
+RawTag = Annotated[Text, Field(max_length=256)]
 
 
 def normalise_tags(tags: list[str]) -> list[str]:
@@ -60,17 +70,19 @@ class RecordCreate(_RecordFields):
     )
     title: Title = ""
     content: Content = ""
-    tags: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=200)] = []
+    tags: Annotated[list[RawTag], Field(max_length=200)] = []
     pinned: bool = False
     attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] = []
 
 
 class RecordUpdate(_RecordFields):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(default=None, ge=1, description="The version this change is based on (or If-Match)")
+    version: int | None = Field(
+        default=None, ge=1, le=2**62, description="The version this change is based on (or If-Match)"
+    )
     title: Title | None = None
     content: Content | None = None
-    tags: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=200)] | None = None
+    tags: Annotated[list[RawTag], Field(max_length=200)] | None = None
     pinned: bool | None = None
     summary: Summary | None = None
     attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] | None = None
@@ -139,14 +151,14 @@ class SyncChanges(BaseModel):
 class SyncPush(BaseModel):
     """Items stay loosely typed here so that one bad item gets its own error, not a 422 for all."""
 
-    changes: Annotated[list[dict[str, Any]], Field(max_length=10_000)]
+    changes: Annotated[list[Any], Field(max_length=10_000)]
 
 
 class PushItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: uuid.UUID
     op: Literal["upsert", "delete"]
-    base_version: int | None = Field(default=None, ge=0)
+    base_version: int | None = Field(default=None, ge=0, le=2**62)
     fields: dict[str, Any] = {}
 
 

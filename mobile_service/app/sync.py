@@ -89,7 +89,7 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()]
 
 
-async def _apply_one(session: AsyncSession, owner_id: str, raw: dict[str, Any]) -> PushResult:
+async def _apply_one(session: AsyncSession, owner_id: str, raw: Any) -> PushResult:
     item_id = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") is not None else None
     try:
         item = PushItem.model_validate(raw)
@@ -131,6 +131,6 @@ async def _apply_one(session: AsyncSession, owner_id: str, raw: dict[str, Any]) 
         return PushResult(id=record_id, status="error", detail={"code": exc.code, "message": exc.detail})
 
 
-async def push(session: AsyncSession, owner_id: str, items: list[dict[str, Any]]) -> list[PushResult]:
+async def push(session: AsyncSession, owner_id: str, items: list[Any]) -> list[PushResult]:
     """Apply each change in its own transaction: one bad item never fails the others."""
     return [await _apply_one(session, owner_id, raw) for raw in items]

@@ -108,6 +108,13 @@ def test_hostile_sizes_and_limits_get_validation_errors(mobile_client: TestClien
     )
     assert_error(mobile_client.get("/api/v1/records?sort=password", headers=alice), 422, "validation_error")
     assert_error(mobile_client.post("/api/v1/records", content=b"{not json", headers=alice), 422, "validation_error")
+    assert_error(
+        mobile_client.post("/api/v1/records", json={"content": "a\x00b"}, headers=alice), 422, "validation_error"
+    )
+    for q in ("\x00abc", '"""', "NEAR(a b)", "(", "*", "\\"):
+        assert mobile_client.get("/api/v1/records", params={"q": q}, headers=alice).status_code == 200
+    assert mobile_client.get("/api/v1/records", params={"tag": "\x00"}, headers=alice).status_code == 200
+    assert_error(mobile_client.get("/api/v1/public/records/%00"), 404, "not_found")
     # Exactly at the limits is fine: 20 tags of 32 characters, 100,000 characters of content.
     create(mobile_client, alice, tags=[f"{i:02d}" + "x" * 30 for i in range(20)], content="y" * 100_000)
 

@@ -103,11 +103,12 @@ def test_push_reports_each_item_and_one_bad_item_fails_no_other(
         {"id": str(uuid.uuid4()), "op": "upsert", "fields": {"tags": [f"t{i}" for i in range(21)]}},
         {"id": theirs["id"], "op": "delete", "base_version": 1},
         {"id": str(uuid.uuid4()), "op": "explode"},
+        "not an object",
     ]
     response = mobile_client.post("/api/v1/sync/push", json={"changes": batch}, headers=user)
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [r["status"] for r in results] == ["applied", "conflict", "applied", "error", "error", "error", "error"]
+    assert [r["status"] for r in results] == ["applied", "conflict", "applied"] + ["error"] * 5
     assert results[0]["record"]["tags"] == ["a"] and results[0]["record"]["version"] == 1
     assert results[1]["record"]["title"] == "moved on" and results[1]["record"]["version"] == 2
     assert results[2]["record"]["deleted_at"] is not None

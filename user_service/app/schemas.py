@@ -65,12 +65,13 @@ class TokenForm(BaseModel):
     """The OAuth2 password form of ``POST /auth/token`` (the fields of FastAPI's
     ``OAuth2PasswordRequestForm``, with length caps)."""
 
-    grant_type: Annotated[str, Field(pattern=r"^password$")] | None = None
+    # Not nullable: a form cannot say "null" (the fields are optional with defaults instead).
+    grant_type: Annotated[str, Field(pattern=r"^password$")] = "password"
     username: LoginName
     password: LoginPassword
     scope: Annotated[str, Field(max_length=1024)] = ""
-    client_id: Annotated[str, Field(max_length=256)] | None = None
-    client_secret: Annotated[str, Field(max_length=256)] | None = None
+    client_id: Annotated[str, Field(max_length=256)] = ""
+    client_secret: Annotated[str, Field(max_length=256)] = ""
 
 
 class RefreshRequest(BaseModel):

@@ -99,11 +99,12 @@ def csrf_token_valid() -> bool:
 def check_csrf() -> None:
     """Every unsafe request needs the session's CSRF token (form field or ``X-CSRF-Token``) and,
     when the browser names one, a same-origin ``Origin``. The sign-in and sign-up forms check the
-    token in their views, so that an expired form is shown again with a fresh token."""
+    token in their views, so that an expired form is shown again with a fresh token. Origins listed
+    in ``CORS_ORIGINS`` count as the site's own (they still need the token)."""
     if request.method in SAFE_METHODS:
         return
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and not _same_origin(origin):
+    if origin and origin != "null" and not _same_origin(origin) and origin not in settings().cors_origin_list:
         raise Forbidden("Cross-site request refused")
     if request.path in FORMS_CHECKED_BY_VIEW and request.method == "POST":
         return
@@ -120,13 +121,28 @@ def drop_session() -> None:
 
 
 def sign_in(username: str, password: str) -> BrowserSession:
+    """Sign in with a fresh session id. A session that was already signed in (another account,
+    or the same one again) has its tokens revoked at user_service before it is dropped."""
     api = user_api()
     tokens = api.login(username, password, request_id=request_id(), client_host=request.remote_addr)
     user = api.me(tokens.access_token, request_id=request_id())
-    session = store().sign_in(current_session(), tokens, user)
+    previous = current_session()
+    if previous is not None and previous.signed_in:
+        revoke_tokens(previous)
+    session = store().sign_in(previous, tokens, user)
     use_session(session)
     g.user_id = session.user_id
     return session
+
+
+def revoke_tokens(session: BrowserSession) -> None:
+    """Revoke the session's access and refresh tokens at user_service (best effort: tokens that
+    are already expired or revoked have nothing left to revoke)."""
+    try:
+        token = fresh_access_token(session)
+        user_api().logout(token, session.refresh_token, request_id=request_id())
+    except (NotAuthenticated, UpstreamAnswer):
+        pass
 
 
 def sign_out() -> None:
@@ -135,11 +151,7 @@ def sign_out() -> None:
     if session is None:
         return
     if session.signed_in:
-        try:
-            token = fresh_access_token(session)
-            user_api().logout(token, session.refresh_token, request_id=request_id())
-        except (NotAuthenticated, UpstreamAnswer):
-            pass  # already expired or revoked: nothing left to revoke
+        revoke_tokens(session)
     drop_session()
 
 
@@ -147,7 +159,9 @@ def fresh_access_token(session: BrowserSession) -> str:
     """The session's access token, refreshed first when it is about to expire.
 
     One request per session refreshes (a Redis lock): refresh tokens rotate, and reusing a rotated
-    one would revoke the whole family, so concurrent requests wait for the winner's new pair.
+    one would revoke the whole family, so concurrent requests wait for the winner's new pair. The
+    winner refreshes with the refresh token stored *now* (another request may have rotated the
+    pair since this request read its session), and releases the lock only if it still owns it.
     """
     if not session.signed_in:
         raise NotAuthenticated("Sign in first")
@@ -155,11 +169,16 @@ def fresh_access_token(session: BrowserSession) -> str:
     if session.access_expires_at - margin > time.time():
         return str(session.access_token)
     sessions = store()
-    if sessions.acquire_refresh_lock(session.id):
+    lock_owner = sessions.acquire_refresh_lock(session.id)
+    if lock_owner is not None:
         try:
             latest = sessions.load(session.id)
-            if latest is not None and latest.access_expires_at - margin > time.time():
-                return _adopt(session, latest)
+            if latest is None or not latest.signed_in:
+                use_session(None)
+                raise InvalidToken("Your session has expired; sign in again")
+            _adopt(session, latest)
+            if session.access_expires_at - margin > time.time():
+                return str(session.access_token)
             try:
                 tokens = user_api().refresh(str(session.refresh_token), request_id=request_id())
             except UpstreamAnswer as exc:
@@ -171,7 +190,7 @@ def fresh_access_token(session: BrowserSession) -> str:
             sessions.store_tokens(session, tokens)
             return str(session.access_token)
         finally:
-            sessions.release_refresh_lock(session.id)
+            sessions.release_refresh_lock(session.id, lock_owner)
     deadline = time.monotonic() + _REFRESH_WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(0.05)

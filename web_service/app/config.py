@@ -1,3 +1,7 @@
+import urllib.parse
+
+from pydantic import field_validator
+
 from common.config import Settings
 
 
@@ -24,3 +28,30 @@ class WebSettings(Settings):
     static_max_age_seconds: int = 365 * 86400
 
     default_language: str = "en"
+
+    # The site's public address (scheme and host, e.g. https://notes.example.org) for absolute
+    # links in public pages (canonical, og:url, og:image). Unset: the address the request came to,
+    # which trusts the Host header; set it in production.
+    public_base_url: str = ""
+
+    # Reverse proxies in front of gunicorn that set X-Forwarded-For / X-Forwarded-Proto (each one
+    # appends). 0 trusts none: the client address is the TCP peer and those headers are ignored.
+    trusted_proxy_count: int = 0
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _plain_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            return ""
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("PUBLIC_BASE_URL must be an http(s) address such as https://notes.example.org")
+        return value
+
+    @field_validator("trusted_proxy_count")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("TRUSTED_PROXY_COUNT must be 0 (no proxy) or the number of proxies in front")
+        return value

@@ -3,6 +3,8 @@ editor's Markdown preview. The app itself is ``res/static/app.js`` talking to ``
 
 from __future__ import annotations
 
+import unicodedata
+import urllib.parse
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request
@@ -18,10 +20,25 @@ MAX_PREVIEW_CHARS = 100_000
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: ``//evil`` and ``https://evil`` become ``/``."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+    """A same-site path to go to after a page, else ``/``.
+
+    Refused: any whitespace or control/format character (browsers strip tabs and newlines from
+    URLs, so ``/%09/evil.com``, a tab, would become ``//evil.com``; a newline cannot go into a header),
+    a backslash (read as ``/`` by browsers), and anything that is not a plain path: a scheme,
+    a host, or a path not starting with exactly one ``/``."""
+    if not target or target.startswith("//") or "\\" in target or any(_unsafe_char(ch) for ch in target):
+        return "/"
+    try:
+        parts = urllib.parse.urlsplit(target)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    return target
+
+
+def _unsafe_char(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch).startswith(("C", "Z"))
 
 
 def _readable(detail: Any) -> str:

@@ -58,7 +58,8 @@ def public_record(slug: str) -> Response:
     images = image_ids(record)
     # Attachments the text already shows inline are not repeated in the gallery below it.
     gallery = [image_id for image_id in images if f"/api/v1/images/{image_id}/" not in content]
-    root = request.url_root.rstrip("/")
+    # A configured public address, so a forged Host header cannot end up in shared metadata.
+    root = current_app.extensions["settings"].public_base_url or request.url_root.rstrip("/")
     description = str(record.get("summary") or "").strip() or plain_excerpt(body_html)
     response = make_response(
         render_template(

@@ -3,6 +3,8 @@
 The browser holds only an opaque random id in an HttpOnly, SameSite=Lax cookie (Secure in
 production); the tokens, the CSRF token and the user's name live in Redis under the SHA-256 of that
 id, so a Redis dump gives no usable cookie. Signing in issues a new id (no session fixation).
+A stored session with keys this version does not know (written by another deploy) still loads;
+one that cannot be read at all counts as no session.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import redis
 
@@ -38,6 +40,18 @@ class BrowserSession:
         return bool(candidate) and hmac.compare_digest(self.csrf_token, str(candidate))
 
 
+SESSION_FIELDS = frozenset(f.name for f in fields(BrowserSession)) - {"id"}
+
+# Delete the refresh lock only while it still holds our value: a lock that expired and was taken
+# by another request is not ours to release.
+_RELEASE_LOCK_IF_OURS = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
 def session_key(session_id: str) -> str:
     return "web:session:" + hashlib.sha256(session_id.encode()).hexdigest()
 
@@ -52,6 +66,7 @@ class SessionStore:
     def __init__(self, client: redis.Redis, settings: WebSettings) -> None:
         self.redis = client
         self.settings = settings
+        self._release_lock = client.register_script(_RELEASE_LOCK_IF_OURS)
 
     def load(self, session_id: str | None) -> BrowserSession | None:
         if not session_id or len(session_id) > 128:
@@ -59,8 +74,16 @@ class SessionStore:
         raw = self.redis.get(session_key(session_id))
         if not raw:
             return None
-        data = json.loads(raw)
-        return BrowserSession(id=session_id, **data)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("csrf_token"), str):
+            return None
+        known = {key: value for key, value in data.items() if key in SESSION_FIELDS}
+        if not isinstance(known.get("access_expires_at", 0.0), int | float):
+            known["access_expires_at"] = 0.0  # unreadable expiry: refresh before the next use
+        return BrowserSession(id=session_id, **known)
 
     def save(self, session: BrowserSession) -> None:
         data = asdict(session)
@@ -95,8 +118,12 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         self.redis.delete(session_key(session_id), refresh_lock_key(session_id))
 
-    def acquire_refresh_lock(self, session_id: str) -> bool:
-        return bool(self.redis.set(refresh_lock_key(session_id), "1", nx=True, ex=self.settings.refresh_lock_seconds))
+    def acquire_refresh_lock(self, session_id: str) -> str | None:
+        """Take the session's refresh lock: its owner value, or None when another request holds it."""
+        owner = secrets.token_urlsafe(16)
+        taken = self.redis.set(refresh_lock_key(session_id), owner, nx=True, ex=self.settings.refresh_lock_seconds)
+        return owner if taken else None
 
-    def release_refresh_lock(self, session_id: str) -> None:
-        self.redis.delete(refresh_lock_key(session_id))
+    def release_refresh_lock(self, session_id: str, owner: str) -> bool:
+        """Release the lock if ``owner`` still holds it; True when it was released."""
+        return bool(self._release_lock(keys=[refresh_lock_key(session_id)], args=[owner]))

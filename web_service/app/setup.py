@@ -35,8 +35,10 @@ def make_forwarder(settings: WebSettings) -> WsgiForwarder:
         max_connections=max(10, settings.web_threads * 2),
         max_body_bytes=settings.api_max_body_bytes,
     )
-    # The session cookie and CSRF header are the browser's business with web_service only.
-    return WsgiForwarder(config, WEB_FORWARD_ROUTES, drop_request_headers=("cookie", "x-csrf-token"))
+    # The session cookie and CSRF header are the browser's business with web_service only. The
+    # browser's own X-Forwarded-For is not passed on: web_service is the edge, the client address is
+    # request.remote_addr (resolved through TRUSTED_PROXY_COUNT proxies), and the shared rules add it.
+    return WsgiForwarder(config, WEB_FORWARD_ROUTES, drop_request_headers=("cookie", "x-csrf-token", "x-forwarded-for"))
 
 
 def _page_context() -> dict[str, Any]:
@@ -55,6 +57,16 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+def close_web_resources(app: Flask) -> None:
+    """Close the forwarder's connection pool and the Redis client (called at worker exit)."""
+    forwarder: WsgiForwarder | None = app.extensions.get("web_forwarder")
+    if forwarder is not None:
+        forwarder.close()
+    client = app.extensions.get("redis")
+    if client is not None:
+        client.close()
 
 
 def install_web_app(app: Flask, settings: WebSettings) -> None:

@@ -136,6 +136,7 @@ def test_browser_headers_stay_home_and_identity_passes(browser: httpx.Client) ->
             "Connection": "keep-alive, X-Client-Hop",
             "X-Client-Hop": "secret",
             "X-Custom": "kept",
+            "X-Forwarded-For": "192.0.2.66",  # forged by the browser: not passed on
         },
     )
     assert response.status_code == 200, response.text

@@ -1,0 +1,153 @@
+"""Schemathesis fuzzing of image_service's OpenAPI schema (SPEC §4): for every operation, generated
+valid and invalid requests (and ones without the token) never get a 500, every error carries
+``{detail, code, request_id}``, and answers conform to the schema the service publishes.
+
+Requests go to an in-process app from ``build_app`` with the root conftest's settings (real Redis,
+real SQLite, a temporary storage directory) and the project's fake upstream as image provider,
+with a real access token. Generation workers are off: tasks stay pending, so no background work
+competes with the run. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so
+the schema is read at import from an app built the same way (no lifespan started) and bound to a
+forwarding ASGI app that the module fixture points at the real one. Examples are few and
+derandomized: the run is fast and repeatable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.auths import set_on_case
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.python.asgi import get_client, shutdown_lifespans
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from common.config import load_settings
+from image_service.app.config import ImageSettings
+from image_service.main import build_app
+from image_service.tests.conftest import png_bytes
+
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+
+
+class ForwardingApp:
+    """The ASGI app schemathesis calls: forwards to the app the module fixture built."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.target is not None, "the image_app fixture has not built the app yet"
+        await self.target(scope, receive, send)
+
+
+served = ForwardingApp()
+schema = schemathesis.openapi.from_dict(
+    build_app(load_settings(ImageSettings, "image_service"), configure_logging=False).openapi()
+)
+schema.app = served
+
+
+class FixtureToken:
+    """Schemathesis' auth provider: the real access token the ``bearer`` fixture minted. Set on
+    every case except those that drop or spoil the token on purpose (negative auth tests); the
+    coverage phase's cases are made at collection, before any fixture, so the test sets it again."""
+
+    current: str | None = None
+
+    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str | None:
+        return FixtureToken.current
+
+    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+schema.auth(refresh_interval=None)(FixtureToken)
+
+# Answers to schema-valid input that the schema cannot express: bytes that are not an accepted
+# image (judged by content), an empty file, a task or result in the wrong state.
+DOCUMENTED_REFUSALS = re.compile(
+    r"^(The file is not a JPEG, PNG, WebP or GIF image|The image data is corrupt or truncated|The uploaded file is empty)$"
+)
+
+
+def refused_as_documented(response: schemathesis.Response) -> bool:
+    if response.status_code not in (400, 415):
+        return False
+    detail = response.json().get("detail")
+    return isinstance(detail, str) and DOCUMENTED_REFUSALS.match(detail) is not None
+
+
+def assert_error_shape(response: schemathesis.Response) -> None:
+    """SPEC §4: every error answers ``{detail, code, request_id}`` with the request id echoed."""
+    if response.status_code < 400:
+        return
+    body = response.json()
+    assert isinstance(body, dict), body
+    assert {"detail", "code", "request_id"} <= body.keys(), body
+    assert isinstance(body["code"], str) and body["code"], body
+    assert body["request_id"] == response.headers["x-request-id"][0], (body, response.headers)
+
+
+@pytest.fixture(scope="module")
+def image_app(image_app_factory: Callable[..., Any], fake_llm_url: str) -> Iterator[None]:
+    served.target = image_app_factory(
+        llm_base_url=fake_llm_url, llm_api_key="test-key", generation_workers_enabled=False
+    )
+    yield
+    # Schemathesis keeps an app's lifespan (Redis, database, storage, provider) open until stopped.
+    shutdown_lifespans()
+    served.target = None
+
+
+@pytest.fixture
+def bearer(issue_token: Callable[..., str]) -> Iterator[str]:
+    FixtureToken.current = issue_token()
+    yield FixtureToken.current
+    FixtureToken.current = None
+
+
+@pytest.fixture
+def own_objects(image_app: None, bearer: str) -> dict[str, str]:
+    """An image and a generation task of the caller: valid cases aim at them, not at absent ids."""
+    auth = {"Authorization": f"Bearer {bearer}"}
+    with get_client(served) as client:
+        image = client.post("/api/v1/images", files={"file": ("a.png", png_bytes((48, 32)))}, headers=auth)
+        task = client.post("/api/v1/generations", json={"prompt": "a red square", "n": 2}, headers=auth)
+    assert image.status_code == 201, image.text
+    assert task.status_code == 202, task.text
+    return {"image_id": image.json()["id"], "task_id": task.json()["id"]}
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_every_operation_keeps_the_error_contract_and_its_schema(
+    case: schemathesis.Case, own_objects: dict[str, str]
+) -> None:
+    set_on_case(case, schemathesis.AuthContext(operation=case.operation, app=served), None)
+    if case.meta is not None and case.meta.generation.mode.is_positive:
+        for name in ("image_id", "task_id"):
+            if name in (case.path_parameters or {}):
+                case.path_parameters[name] = own_objects[name]
+    response = case.call()
+    exempt = [positive_data_acceptance] if refused_as_documented(response) else []
+    case.validate_response(response, excluded_checks=exempt, transport_kwargs={"app": served})
+    assert_error_shape(response)
+
+
+def test_the_schema_documents_the_error_shape_and_the_optional_token_of_image_bytes() -> None:
+    document = schema.raw_schema
+    assert set(document["components"]["schemas"]["ErrorBody"]["required"]) == {"detail", "code", "request_id"}
+    assert {"400", "401", "404", "413", "415", "503"} <= set(document["paths"]["/api/v1/images"]["post"]["responses"])
+    for path in ("/api/v1/images/{image_id}/content", "/api/v1/images/{image_id}/thumbnail"):
+        assert document["paths"][path]["get"]["security"] == [{"HTTPBearer": []}, {}]
+    assert document["paths"]["/api/v1/images/{image_id}"]["get"]["security"] == [{"HTTPBearer": []}]
