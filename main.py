@@ -46,6 +46,7 @@ from dotenv import dotenv_values
 REPO_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from common.cache import redact_url  # noqa: E402
 from common.config import ROOT_ENV, SERVICE_PORTS, Settings, ensure_root_env, load_settings  # noqa: E402
 from common.local_redis import LocalRedis, parse_probe, provide_redis  # noqa: E402
 from common.processes import free_port, kill_group, popen_child, port_is_free, stop_process  # noqa: E402
@@ -357,7 +358,7 @@ class Launcher:
     def _extra_rows(self) -> list[Row]:
         extras: list[Row] = []
         if self.redis is not None:
-            extras.append(("redis", self.redis.url, self.redis.source, "ok", ""))
+            extras.append(("redis", redact_url(self.redis.url), self.redis.source, "ok", ""))  # no password
         if self.fake_llm is not None:
             status = "healthy" if healthy(self.fake_llm.url) else "NOT READY"
             extras.append((FAKE_LLM_NAME, f"{self.fake_llm.url}/v1", "CANNED replies (no LLM_API_KEY)", status, ""))

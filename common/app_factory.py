@@ -292,15 +292,22 @@ def create_app(
     return app
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How every FastAPI service runs under uvicorn: HOST/PORT, graceful shutdown, and
+    X-Forwarded-For believed only from ``TRUSTED_PROXIES`` (uvicorn's ``forwarded_allow_ips``;
+    default 127.0.0.1, i.e. mobile_service/web_service on the same machine)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
+        "server_header": False,
+    }
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
     """Run a service with uvicorn on its HOST/PORT; SIGTERM lets in-flight requests finish."""
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        proxy_headers=True,
-        server_header=False,
-    )
+    uvicorn.run(app, **uvicorn_options(settings))

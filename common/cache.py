@@ -7,11 +7,15 @@ call works again. Nothing connects at import time.
 
 from __future__ import annotations
 
+import re
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -44,7 +48,9 @@ def redis_unavailable_detail(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a URL before it is logged or returned."""
+    """Hide a password in a URL (``user:password@`` or a ``password=`` query value) before it is
+    logged, printed or returned."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

@@ -7,6 +7,7 @@ file in ``env_file`` wins, and the process environment beats both.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -34,13 +35,29 @@ MIN_SECRET_BYTES = 32
 
 
 def service_port(service: str) -> int:
-    """A service's port as the others see it: ``<SERVICE>_PORT`` from the environment, else its default."""
+    """A service's port from the process environment only (``<SERVICE>_PORT``), else its default.
+    Settings objects read ``<service>_port`` from the dotenv files too; prefer ``settings.port`` and
+    ``settings.<service>_url``."""
     override = os.environ.get(f"{service.upper()}_PORT", "")
     return int(override) if override.isdigit() else SERVICE_PORTS[service]
 
 
-def _default_url(service: str) -> str:
-    return f"http://127.0.0.1:{service_port(service)}"
+def check_trusted_proxies(value: str) -> str:
+    """``TRUSTED_PROXIES``: "*" or a comma list of IP addresses / CIDR networks; raises naming the key."""
+    entries = [item.strip() for item in value.split(",") if item.strip()]
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network "
+                "(use a comma list such as '127.0.0.1,172.16.0.0/12', or '*')"
+            ) from None
+    if not entries:
+        raise ValueError("TRUSTED_PROXIES is empty; leave it unset for 127.0.0.1, or name the proxies")
+    return ",".join(entries)
 
 
 class Settings(BaseSettings):
@@ -58,7 +75,14 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     log_dir: str = str(REPO_ROOT / "logs")
 
-    # Defaults follow ``<SERVICE>_PORT`` (see ``service_port``), filled in by the validator.
+    # ``<SERVICE>_PORT`` (env or dotenv files) moves a service: its own ``port`` and the URL the
+    # others use for it (when ``<SERVICE>_URL`` is not set). Filled in by the validator.
+    user_service_port: int | None = Field(default=None, ge=1, le=65535)
+    mobile_service_port: int | None = Field(default=None, ge=1, le=65535)
+    llm_service_port: int | None = Field(default=None, ge=1, le=65535)
+    image_service_port: int | None = Field(default=None, ge=1, le=65535)
+    web_service_port: int | None = Field(default=None, ge=1, le=65535)
+
     user_service_url: str = ""
     mobile_service_url: str = ""
     llm_service_url: str = ""
@@ -67,6 +91,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 0
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto uvicorn believes (uvicorn's
+    # ``forwarded_allow_ips``): a comma list of IPs or CIDR networks, or "*". Behind
+    # mobile_service/web_service on other hosts (docker-compose), name their addresses or network.
+    trusted_proxies: str = "127.0.0.1"
 
     # Auth (SPEC §5)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -85,13 +113,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults_and_guard(self) -> Settings:
-        if self.service_name in SERVICE_PORTS and os.environ.get(f"{self.service_name.upper()}_PORT", "").isdigit():
-            self.port = service_port(self.service_name)  # <SERVICE>_PORT beats a shared PORT
+        own_port = getattr(self, f"{self.service_name}_port", None) if self.service_name in SERVICE_PORTS else None
+        if own_port:
+            self.port = own_port  # <SERVICE>_PORT beats a shared PORT
         if not self.port:
             self.port = SERVICE_PORTS.get(self.service_name, 8080)
-        for name in SERVICE_PORTS:
+        for name, default_port in SERVICE_PORTS.items():
             if not getattr(self, f"{name}_url"):
-                setattr(self, f"{name}_url", _default_url(name))
+                setattr(self, f"{name}_url", f"http://127.0.0.1:{getattr(self, f'{name}_port') or default_port}")
+        self.trusted_proxies = check_trusted_proxies(self.trusted_proxies)
         self.database_url = absolute_sqlite_url(self.database_url)
         if self.log_format is None:
             self.log_format = "json" if self.env == "production" else "console"
@@ -145,6 +175,8 @@ def load_settings(
     ``overrides`` beat every source (tests, CLIs); ``root_dir`` replaces the repository root as the
     place of the ``.env`` files (tests)."""
     init: dict[str, object] = {"service_name": service or "common", **overrides}
+    if "port" in overrides and service in SERVICE_PORTS:
+        init.setdefault(f"{service}_port", overrides["port"])  # an explicit port beats <SERVICE>_PORT
     return cls(_env_file=env_files(service, root_dir or REPO_ROOT), **init)  # type: ignore[call-arg]
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
@@ -41,14 +43,39 @@ pwd_context = CryptContext(
     argon2__time_cost=ARGON2_TIME_COST,
     argon2__parallelism=ARGON2_PARALLELISM,
 )
-# Verified when the user does not exist, so "no such user" costs as much as "wrong password".
-DUMMY_HASH = pwd_context.hash("dummy-password-for-timing")
+DUMMY_PASSWORD = "dummy-password-for-timing"
+
+
+@lru_cache(maxsize=1)
+def dummy_hash() -> str:
+    """Verified when the user does not exist, so "no such user" costs as much as "wrong password".
+    Made on first use (one argon2 hash, ~20-40 ms): services that never log anyone in skip it."""
+    return pwd_context.hash(DUMMY_PASSWORD)
+
+
+def __getattr__(name: str) -> str:
+    # ``DUMMY_HASH`` stays importable as a module attribute, computed on first access.
+    if name == "DUMMY_HASH":
+        return dummy_hash()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Password hashing is CPU- and memory-bound: it runs in its own small pool (argon2-cffi releases
-# the GIL), off the event loop and without filling the shared threadpool at a login burst.
+# the GIL), off the event loop and without filling the shared threadpool at a login burst. The
+# pool is made on first use, not at import.
 HASH_WORKERS = max(2, os.cpu_count() or 2)
-_hash_pool = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="password-hash")
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def hash_pool() -> ThreadPoolExecutor:
+    """The password-hashing pool of this process, made on first use."""
+    global _hash_pool
+    if _hash_pool is None:
+        with _hash_pool_lock:
+            if _hash_pool is None:
+                _hash_pool = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="password-hash")
+    return _hash_pool
 
 
 def hash_password(password: str) -> str:
@@ -57,18 +84,18 @@ def hash_password(password: str) -> str:
 
 async def hash_password_async(password: str) -> str:
     """``hash_password`` in the hashing pool."""
-    return await asyncio.get_running_loop().run_in_executor(_hash_pool, hash_password, password)
+    return await asyncio.get_running_loop().run_in_executor(hash_pool(), hash_password, password)
 
 
 async def verify_password_async(password: str, password_hash: str | None) -> tuple[bool, str | None]:
     """``verify_password`` in the hashing pool."""
-    return await asyncio.get_running_loop().run_in_executor(_hash_pool, verify_password, password, password_hash)
+    return await asyncio.get_running_loop().run_in_executor(hash_pool(), verify_password, password, password_hash)
 
 
 def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
     """Check a password; returns (ok, new_hash) where new_hash is set when the scheme is outdated."""
     if not password_hash:
-        pwd_context.verify(password, DUMMY_HASH)
+        pwd_context.verify(password, dummy_hash())
         return False, None
     try:
         return pwd_context.verify_and_update(password, password_hash)
@@ -226,15 +253,20 @@ async def revoke_user_tokens(redis: aioredis.Redis, settings: Settings, user_id:
     return now
 
 
+async def revocation_state(redis: aioredis.Redis, claims: TokenClaims) -> tuple[str | None, bool]:
+    """The token's own marker (``REVOKED``/``ROTATED`` or None) and whether the user's "revoked
+    before" time covers it. One Redis round trip."""
+    marker, before = await redis.mget(revoked_jti_key(claims.jti), revoked_before_key(claims.sub))
+    return (str(marker) if marker else None), (before is not None and claims.iat <= float(before))
+
+
 async def revocation_reason(redis: aioredis.Redis, claims: TokenClaims) -> str | None:
     """Why a token no longer counts (``REVOKED``, ``ROTATED`` or ``REVOKED_BEFORE``), or None.
     One Redis round trip."""
-    marker, before = await redis.mget(revoked_jti_key(claims.jti), revoked_before_key(claims.sub))
+    marker, covered = await revocation_state(redis, claims)
     if marker:
-        return str(marker)
-    if before is not None and claims.iat <= float(before):
-        return REVOKED_BEFORE
-    return None
+        return marker
+    return REVOKED_BEFORE if covered else None
 
 
 async def is_revoked(redis: aioredis.Redis, claims: TokenClaims) -> bool:

@@ -28,6 +28,9 @@ from image_service.app.uploads import receive_upload
 # Every route may meet a bad token (401) and a dependency down (503).
 router = APIRouter(prefix="/api/v1", tags=["images"], responses=error_responses(401, 503))
 MAX_PAGE = 100
+# Beyond any real page, and inside every database's integer range (2**63 made SQLite overflow: a
+# 500). The same cap as common/pagination.py's ``Offset``, which these routes can move to.
+MAX_OFFSET = 1_000_000_000
 
 # The body is streamed by ``receive_upload``, not parsed by FastAPI; this documents it for /docs.
 UPLOAD_OPENAPI: dict[str, Any] = {
@@ -82,7 +85,7 @@ async def upload_image(
 async def list_images(
     caller: CurrentUser,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> ImagePage:
     rows, total = await crud.list_images(session, caller.id, offset, limit)
@@ -214,7 +217,7 @@ async def create_generation(
 async def list_generations(
     caller: CurrentUser,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> GenerationPage:
     return await generations.task_page(session, caller.id, offset, limit)

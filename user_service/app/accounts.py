@@ -15,16 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import rate_limit
 from common.config import Settings
-from common.errors import Conflict, Forbidden, InvalidToken, NotFound, RateLimited
+from common.errors import BadRequest, Conflict, InvalidToken, NotAuthenticated, NotFound, RateLimited
 from common.models.user import ROLE_ADMIN, ROLE_USER, User
 from common.security import (
-    ROTATED,
     TokenUser,
     decode_token,
     encode_token,
     hash_password_async,
     mark_rotated,
-    revocation_reason,
+    revocation_state,
     revoke_jti,
     revoke_user_tokens,
     verify_password_async,
@@ -72,25 +71,31 @@ async def create_user(session: AsyncSession, data: UserCreate, role: str = ROLE_
 
 
 def login_limit_key(username: str, client: str) -> str:
-    return f"auth:login_failures:{username.lower()}:{client}"
+    return f"auth:login_attempts:{username.lower()}:{client}"
 
 
 async def authenticate(
     session: AsyncSession, redis: aioredis.Redis, settings: Settings, username: str, password: str, client: str
 ) -> User:
-    """Check credentials with a per-(username, client) failure limit; one answer for every failure."""
+    """Check credentials with a per-(username, client) attempt limit; one answer for every failure.
+
+    The attempt is counted atomically BEFORE the password is verified, so concurrent attempts
+    cannot all pass a check made while the others are still hashing: at most
+    ``login_max_failures`` passwords are verified per window. A successful login clears the count.
+    """
     key = login_limit_key(username, client)
-    wait = await rate_limit.retry_after_if_blocked(redis, key, settings.login_max_failures)
-    if wait is not None:
-        raise RateLimited(wait, "Too many failed logins; try again later")
+    attempt = await rate_limit.hit(redis, key, settings.login_failure_window_seconds)
+    if attempt.count > settings.login_max_failures:
+        raise RateLimited(attempt.retry_after, "Too many failed logins; try again later")
     user = await crud.get_user_by_username(session, username)
     await crud.release_connection(session)
     ok, new_hash = await verify_password_async(password, user.password_hash if user else None)
     if user is None or not ok:
-        await rate_limit.count_hit(redis, key, settings.login_failure_window_seconds)
-        raise InvalidToken(INVALID_CREDENTIALS, code="invalid_credentials")
+        raise NotAuthenticated(INVALID_CREDENTIALS)
     if not user.is_active:
-        raise Forbidden("This account is deactivated")
+        # The same answer as a wrong password: a 403 here would confirm the password.
+        logger.info("login refused for deactivated user %s", user.id)
+        raise NotAuthenticated(INVALID_CREDENTIALS)
     await redis.delete(key)
     if new_hash:  # outdated scheme (e.g. bcrypt): upgrade to argon2id now that we know the password
         user.password_hash = new_hash
@@ -108,17 +113,25 @@ def issue_tokens(settings: Settings, user: User) -> TokenPair:
 async def rotate_refresh_token(
     session: AsyncSession, redis: aioredis.Redis, settings: Settings, refresh_token: str
 ) -> TokenPair:
-    """Trade a refresh token for a new pair. A refresh token used twice means it leaked:
-    every token of that user is revoked."""
+    """Trade a refresh token for a new pair (rotation).
+
+    SPEC §5: reusing a revoked refresh token — one already traded, or logged out — revokes every
+    token of its user (it may have leaked). A token already covered by the user's "revoked before"
+    time (password change, deactivation, an earlier reuse) only gets a 401: everything issued up
+    to then is dead already, and revoking again would sign out the sessions made since."""
     claims = decode_token(settings, refresh_token, "refresh")
-    reason = await revocation_reason(redis, claims)
-    if reason == ROTATED or (reason is None and not await mark_rotated(redis, claims.jti, claims.exp)):
-        # Used before (or right now by a concurrent request): the token leaked.
-        await revoke_user_tokens(redis, settings, claims.sub)
-        logger.warning("refresh token reuse detected for user %s; all tokens revoked", claims.sub)
-        raise InvalidToken("Refresh token was already used; please sign in again")
-    if reason is not None:  # logged out, or issued before a password change / deactivation
+    marker, covered = await revocation_state(redis, claims)
+    if covered:
         raise InvalidToken("Refresh token has been revoked")
+    if marker is not None or not await mark_rotated(redis, claims.jti, claims.exp):
+        # Spent or logged out before, or being traded right now by a concurrent request.
+        await revoke_user_tokens(redis, settings, claims.sub)
+        logger.warning(
+            "reuse of a revoked refresh token (%s) for user %s; all tokens revoked",
+            marker or "concurrent use",
+            claims.sub,
+        )
+        raise InvalidToken("Refresh token was already used or revoked; please sign in again")
     user = await crud.get_user(session, claims.sub)
     if user is None or not user.is_active:
         raise InvalidToken("Account no longer active")
@@ -171,7 +184,7 @@ async def change_password(
     await crud.release_connection(session)
     ok, _ = await verify_password_async(old, user.password_hash)
     if not ok:
-        raise Forbidden("The old password is not correct", code="invalid_credentials")
+        raise BadRequest("The old password is not correct")
     user.password_hash = await hash_password_async(new)
     await session.commit()
     await revoke_user_tokens(redis, settings, user.id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Form, Query, Request, Response, status
+from fastapi import APIRouter, Body, Form, Request, Response, status
 
 from common.deps import AdminUser, CurrentUser, RedisDep, SessionDep, SettingsDep, client_address
+from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
 from user_service.app import accounts
 from user_service.app.crud import crud_users
 from user_service.app.schemas import (
@@ -18,14 +19,12 @@ from user_service.app.schemas import (
     TokenPair,
     UserAdminUpdate,
     UserCreate,
-    UserPage,
     UserRead,
     UserUpdateMe,
 )
 
 auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users = APIRouter(prefix="/api/v1/users", tags=["users"])
-MAX_PAGE = 100
 
 
 @auth.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
@@ -87,24 +86,15 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@users.get("", response_model=UserPage, summary="List users (admin)")
+@users.get("", response_model=Page[UserRead], summary="List users (admin)")
 async def list_users(
-    _admin: AdminUser,
-    session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-) -> UserPage:
+    _admin: AdminUser, session: SessionDep, offset: Offset = 0, limit: Limit = DEFAULT_LIMIT
+) -> Page[UserRead]:
     page = await crud_users.get_multi(
         session, offset=offset, limit=limit, schema_to_select=UserRead, sort_columns="created_at", sort_orders="asc"
     )
-    total = page["total_count"]
-    return UserPage(
-        data=[UserRead.model_validate(row) for row in page["data"]],
-        total_count=total,
-        has_more=offset + limit < total,
-        offset=offset,
-        limit=limit,
-    )
+    rows = [UserRead.model_validate(row) for row in page["data"]]
+    return page_of(rows, page["total_count"], offset, limit)
 
 
 @users.patch("/{user_id}", response_model=UserRead, summary="Change a user's role or active flag (admin)")

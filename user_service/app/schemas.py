@@ -87,11 +87,3 @@ class TokenPair(BaseModel):
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
-
-
-class UserPage(BaseModel):
-    data: list[UserRead]
-    total_count: int
-    has_more: bool
-    offset: int
-    limit: int

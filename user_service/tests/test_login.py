@@ -3,12 +3,14 @@ bcrypt → argon2 upgrade, and the first admin (from env and from the CLI)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from passlib.context import CryptContext
@@ -163,3 +165,51 @@ def test_cli_creates_an_admin_in_a_fresh_database(
         listing = other.get("/api/v1/users", headers=AuthActions(other).headers(tokens))
         assert listing.status_code == 200
         assert [u["role"] for u in listing.json()["data"]] == ["admin"]
+
+
+# ---------------------------------------------------------------- the limit under concurrency
+
+
+def _concurrent_logins(client: TestClient, username: str, passwords: list[str]) -> list[int]:
+    """Send the logins all at once into the app's own event loop; their status codes, in order."""
+
+    async def _burst() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app, client=("198.51.100.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://user-service.test") as http:
+            answers = await asyncio.gather(
+                *(http.post("/api/v1/auth/login", json={"username": username, "password": p}) for p in passwords)
+            )
+        return [a.status_code for a in answers]
+
+    return client.portal.call(_burst)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every password verification the app runs (a counting wrapper around the real one)."""
+    checked: list[str] = []
+    real_verify = security.verify_password
+
+    def counting(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+        checked.append(password)
+        return real_verify(password, password_hash)
+
+    monkeypatch.setattr(security, "verify_password", counting)
+    return checked
+
+
+def test_parallel_wrong_passwords_get_at_most_five_password_checks(
+    client: TestClient, auth: AuthActions, password_checks: list[str]
+) -> None:
+    user = auth.register(unique_name())
+    statuses = _concurrent_logins(client, user["username"], [f"guess number {n}" for n in range(20)])
+    assert len(password_checks) == 5
+    assert sorted(statuses) == [401] * 5 + [429] * 15
+    # The right password is refused too until the window ends.
+    assert_error(_login(client, user["username"], PASSWORD), 429, "rate_limited")
+
+
+def test_parallel_logins_of_an_unknown_user_are_limited_too(client: TestClient, password_checks: list[str]) -> None:
+    statuses = _concurrent_logins(client, unique_name("ghost"), ["whatever password"] * 12)
+    assert len(password_checks) == 5
+    assert statuses.count(429) == 7

@@ -1,0 +1,48 @@
+"""Paging for every list endpoint: one bounded ``offset``/``limit`` pair and one page shape.
+
+``offset`` is capped so that a huge value (``?offset=100000000000000000000``) is a 422, not a
+500 from the database driver (SQLite and PostgreSQL take a 64-bit OFFSET; Python ints do not
+stop there). ``limit`` is 1-100 (SPEC §6); above is a 422, never silently clamped.
+
+    from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
+
+    @router.get("/things", response_model=Page[ThingRead])
+    async def list_things(offset: Offset = 0, limit: Limit = DEFAULT_LIMIT) -> Page[ThingRead]:
+        rows, total = ...
+        return page_of(rows, total, offset, limit)
+
+The page is fastcrud's shape: ``{data, total_count, has_more, offset, limit}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+MAX_OFFSET = 1_000_000_000
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (0 to 1,000,000,000)")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1 to 100)")]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: the items, the total count and whether more follow."""
+
+    data: list[T]
+    total_count: int
+    has_more: bool
+    offset: int
+    limit: int
+
+
+def page_of(rows: Sequence[T], total: int, offset: int, limit: int) -> Page[T]:
+    """Wrap ``rows`` (already the page) in the page shape; more follow when the rows seen so far
+    (``offset + len(rows)``) are fewer than ``total``."""
+    return Page(data=list(rows), total_count=total, has_more=offset + len(rows) < total, offset=offset, limit=limit)
