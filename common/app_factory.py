@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.exceptions
+import sqlalchemy.exc
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -171,6 +172,14 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("redis error: %s", type(exc).__name__)
         body = error_body(503, redis_unavailable_detail(settings.redis_url), request_id_of(request))
         return JSONResponse(body, status_code=503)
+
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    async def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
+        # PostgreSQL refuses NUL characters in text (SQLite stores them): bad input, not a crash.
+        if "0x00" in str(exc.orig):
+            body = error_body(400, "Text must not contain NUL (\\u0000) characters", request_id_of(request))
+            return JSONResponse(body, status_code=400)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     image_service_port: int | None = Field(default=None, ge=1, le=65535)
     web_service_port: int | None = Field(default=None, ge=1, le=65535)
 
+    @field_validator(*(f"{name}_port" for name in SERVICE_PORTS), mode="before")
+    @classmethod
+    def _ignore_link_style_ports(cls, value: object) -> object:
+        # Kubernetes and Docker links inject e.g. USER_SERVICE_PORT=tcp://10.0.0.7:8001 for a
+        # service named "user-service": not ours, ignored (as before); other non-numbers are refused.
+        return None if isinstance(value, str) and "://" in value else value
+
     user_service_url: str = ""
     mobile_service_url: str = ""
     llm_service_url: str = ""
@@ -94,7 +101,10 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For / X-Forwarded-Proto uvicorn believes (uvicorn's
     # ``forwarded_allow_ips``): a comma list of IPs or CIDR networks, or "*". Behind
     # mobile_service/web_service on other hosts (docker-compose), name their addresses or network.
-    trusted_proxies: str = "127.0.0.1"
+    # uvicorn's own FORWARDED_ALLOW_IPS variable is read as a fallback name.
+    trusted_proxies: str = Field(
+        default="127.0.0.1", validation_alias=AliasChoices("trusted_proxies", "forwarded_allow_ips")
+    )
 
     # Auth (SPEC §5)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"

@@ -9,8 +9,10 @@
   writers (measured: pooled writers collide, p99 0.9 s at 16 clients vs 31 ms with one writer).
 - On SQLite, reads skip aiosqlite's worker-thread round trip (``InlineReadConnection``): a
   handoff to a thread and back costs far more than a lookup by primary key (measured in
-  ``bench/bench_records.py``). Writes, commits and any statement seen to be slow still run in the
-  worker thread, so the event loop never waits on a lock or a long scan.
+  ``bench/bench_records.py``). Writes, commits and any statement seen to be slow (CPU time, or
+  wall time: it waited on the disk) still run in the worker thread. Inline reads wait at most
+  ``INLINE_BUSY_TIMEOUT_MS`` for a lock; one that finds the database busy runs again in the
+  thread with the full busy timeout, so the event loop never waits long on a lock.
 - ``create_all`` takes a lock (a file lock on SQLite, an advisory lock on PostgreSQL) so that
   five services starting at once on an empty database do not race.
 """
@@ -38,8 +40,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# A statement that once took longer than this inline goes to the worker thread from then on.
+# Reads on the event loop wait at most this long for a lock; a read that finds the database
+# busy is run again in the worker thread with the full SQLITE_BUSY_TIMEOUT_MS.
+INLINE_BUSY_TIMEOUT_MS = 5
+# A statement that once took longer than this inline (CPU time: a long scan) or longer than
+# INLINE_SLOW_WALL_SECONDS of wall time (it waited on the disk or a lock) goes to the worker
+# thread from then on. The wall limit is generous so a quick read preempted on a busy machine
+# is not mistaken for a slow one.
 INLINE_SLOW_SECONDS = 0.002
+INLINE_SLOW_WALL_SECONDS = 0.02
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _INLINE_SLOW_SQL_MAX = 2048
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
 
@@ -114,8 +124,10 @@ class InlineReadConnection(aiosqlite.Connection):
     dearer than the read itself on a busy machine. Here a ``SELECT`` and the calls that belong to
     it run inline; writes, commits and rollbacks of a real transaction (which may wait on
     another process's lock) stay in the thread. A SELECT that once took longer than
-    ``INLINE_SLOW_SECONDS`` of CPU inline (a long scan) is sent to the thread from then on, so the
-    loop is blocked at most once per slow statement shape. Calls never overlap: SQLAlchemy awaits
+    ``INLINE_SLOW_SECONDS`` of CPU or ``INLINE_SLOW_WALL_SECONDS`` of wall time inline is sent to
+    the thread from then on, so the loop is blocked at most once per slow statement shape. Inline
+    calls run with a busy timeout of ``INLINE_BUSY_TIMEOUT_MS``; a SELECT that meets a lock
+    (SQLITE_BUSY) is run again in the thread, where calls get the full ``SQLITE_BUSY_TIMEOUT_MS``. Calls never overlap: SQLAlchemy awaits
     each one before the next, so the sqlite3 connection is used by one thread at a time.
     """
 
@@ -125,6 +137,24 @@ class InlineReadConnection(aiosqlite.Connection):
         super().__init__(*args, **kwargs)
         self._inline_cursors: set[int] = set()
         self._inline_sql: dict[int, str] = {}
+        self._busy_timeout_ms: int | None = None  # what the connection is set to now
+
+    def _set_busy_timeout(self, conn: sqlite3.Connection, milliseconds: int) -> None:
+        # Switched only when the kind of call changes: a run of inline reads pays nothing.
+        if self._busy_timeout_ms != milliseconds:
+            conn.execute(f"PRAGMA busy_timeout={milliseconds}")
+            self._busy_timeout_ms = milliseconds
+
+    def _in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Runs in the worker thread: with the full busy timeout (writers may wait their turn)."""
+        if self._connection is not None:
+            self._set_busy_timeout(self._connection, SQLITE_BUSY_TIMEOUT_MS)
+        return fn(*args, **kwargs)
+
+    def _mark_slow(self, sql: str) -> None:
+        if len(self._slow_sql) > _INLINE_SLOW_SQL_MAX:
+            self._slow_sql.clear()
+        self._slow_sql.add(sql)
 
     def _inline(self, fn: Any, args: tuple[Any, ...]) -> bool:
         name = getattr(fn, "__name__", "")
@@ -146,14 +176,23 @@ class InlineReadConnection(aiosqlite.Connection):
             owner = getattr(fn, "__self__", None)
             if getattr(fn, "__name__", "") == "execute" and owner is not None:
                 self._inline_cursors.discard(id(owner))
-            return await super()._execute(fn, *args, **kwargs)
+            return await super()._execute(self._in_thread, fn, *args, **kwargs)
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         owner = getattr(fn, "__self__", None)
         name = getattr(fn, "__name__", "")
-        started = time.thread_time()  # CPU time: a preempted quick read is not a slow one
-        result = fn(*args, **kwargs)
-        elapsed = time.thread_time() - started
+        self._set_busy_timeout(self._connection, INLINE_BUSY_TIMEOUT_MS)
+        started, started_wall = time.thread_time(), time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if name != "execute" or exc.sqlite_errorcode not in _SQLITE_BUSY_CODES:
+                raise
+            # Locked (a checkpoint, another process's exclusive lock): wait in the thread, not here.
+            self._mark_slow(args[0])
+            return await super()._execute(self._in_thread, fn, *args, **kwargs)
+        elapsed = time.thread_time() - started  # CPU time: a preempted quick read is not a slow one
+        elapsed_wall = time.perf_counter() - started_wall  # wall time: it waited on disk or a lock
         if isinstance(owner, sqlite3.Cursor):
             key = id(owner)
             if name == "execute":
@@ -162,10 +201,8 @@ class InlineReadConnection(aiosqlite.Connection):
             elif name == "close":
                 self._inline_cursors.discard(key)
                 self._inline_sql.pop(key, None)
-            if elapsed > INLINE_SLOW_SECONDS and key in self._inline_sql:
-                if len(self._slow_sql) > _INLINE_SLOW_SQL_MAX:
-                    self._slow_sql.clear()
-                self._slow_sql.add(self._inline_sql[key])
+            if (elapsed > INLINE_SLOW_SECONDS or elapsed_wall > INLINE_SLOW_WALL_SECONDS) and key in self._inline_sql:
+                self._mark_slow(self._inline_sql[key])
         elif isinstance(result, sqlite3.Cursor):
             self._inline_cursors.discard(id(result))  # a new cursor may reuse a closed one's id
         return result
@@ -238,11 +275,32 @@ class QuickReader:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             assert self._path is not None
-            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA query_only=ON")
-            self._conn = conn
+            # Inline on the event loop: it waits at most INLINE_BUSY_TIMEOUT_MS for a lock.
+            self._conn = self._open(INLINE_BUSY_TIMEOUT_MS)
         return self._conn
+
+    def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        assert self._path is not None
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    @staticmethod
+    def _fetch(conn: sqlite3.Connection, sql: str, values: list[Any]) -> list[Any]:
+        cursor = conn.execute(sql, values)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def _fetch_blocking(self, sql: str, values: list[Any]) -> list[Any]:
+        """In a worker thread, on a connection of its own with the full busy timeout."""
+        conn = self._open(SQLITE_BUSY_TIMEOUT_MS)
+        try:
+            return self._fetch(conn, sql, values)
+        finally:
+            conn.close()
 
     def _prepare(self, name: str, build: Any) -> _PreparedRead:
         prepared = self._prepared.get(name)
@@ -277,11 +335,14 @@ class QuickReader:
             value = params[bind]
             processor = prepared.bind_processors.get(bind)
             values.append(processor(value) if processor else value)
-        cursor = self._connection().execute(prepared.sql, values)
         try:
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
+            fetched = self._fetch(self._connection(), prepared.sql, values)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in _SQLITE_BUSY_CODES:
+                raise
+            # The file is locked (a checkpoint, another process's exclusive lock): wait for it
+            # off the event loop.
+            fetched = await asyncio.to_thread(self._fetch_blocking, prepared.sql, values)
         processors = prepared.result_processors
         return [
             {

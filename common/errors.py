@@ -13,7 +13,7 @@ STATUS_CODES: dict[int, str] = {
     401: "invalid_token",
     403: "forbidden",
     404: "not_found",
-    405: "method_not_allowed",
+    405: "method_not_allowed",  # not in the SPEC §4 table: a known path with another method (+ Allow)
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",

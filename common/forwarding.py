@@ -16,6 +16,8 @@ Two layers:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,10 +40,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ForwardRoute:
-    """``prefix`` itself and everything below it goes to ``service``."""
+    """``prefix`` itself and everything below it goes to ``service``. ``long_running`` routes
+    (model calls: chat, text tasks, model lists, image generation) get the long read timeout."""
 
     prefix: str
     service: str
+    long_running: bool = False
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -51,11 +55,12 @@ class ForwardRoute:
 FORWARD_ROUTES: tuple[ForwardRoute, ...] = (
     ForwardRoute("/api/v1/auth", "user_service"),
     ForwardRoute("/api/v1/users", "user_service"),
-    ForwardRoute("/api/v1/chat", "llm_service"),
-    ForwardRoute("/api/v1/text", "llm_service"),
-    ForwardRoute("/api/v1/models", "llm_service"),
+    ForwardRoute("/api/v1/chat", "llm_service", long_running=True),
+    ForwardRoute("/api/v1/text", "llm_service", long_running=True),
+    ForwardRoute("/api/v1/models", "llm_service", long_running=True),
+    ForwardRoute("/api/v1/usage", "llm_service"),
     ForwardRoute("/api/v1/images", "image_service"),
-    ForwardRoute("/api/v1/generations", "image_service"),
+    ForwardRoute("/api/v1/generations", "image_service", long_running=True),
 )
 
 FORWARDED_SERVICES: tuple[str, ...] = tuple(dict.fromkeys(route.service for route in FORWARD_ROUTES))
@@ -81,12 +86,27 @@ _REQUEST_REPLACED: frozenset[str] = frozenset({"host", "expect", "x-request-id",
 _RESPONSE_REPLACED: frozenset[str] = frozenset({"x-request-id", "date", "server"})
 
 
-def upstream_for(path: str, routes: Iterable[ForwardRoute] = FORWARD_ROUTES) -> str | None:
-    """The service that owns ``path``, or None when the path is not forwarded."""
+def route_for(path: str, routes: Iterable[ForwardRoute] = FORWARD_ROUTES) -> ForwardRoute | None:
+    """The forwarding route of ``path``, or None when the path is not forwarded."""
     for route in routes:
         if route.matches(path):
-            return route.service
+            return route
     return None
+
+
+def upstream_for(path: str, routes: Iterable[ForwardRoute] = FORWARD_ROUTES) -> str | None:
+    """The service that owns ``path``, or None when the path is not forwarded."""
+    route = route_for(path, routes)
+    return route.service if route is not None else None
+
+
+def read_timeout_for(route: ForwardRoute | None, timeout_seconds: float, long_timeout_seconds: float) -> float:
+    """The read timeout of a forwarded request: the longest silence allowed from the upstream,
+    before its first byte and between two chunks (an SSE stream may run for any length of time
+    as long as it keeps sending). Model calls get the long one."""
+    if route is not None and route.long_running:
+        return max(timeout_seconds, long_timeout_seconds)
+    return timeout_seconds
 
 
 def _connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -178,6 +198,9 @@ class ForwardingConfig:
 
     upstreams: Mapping[str, str]
     timeout_seconds: float = 30.0
+    # Model calls (``ForwardRoute.long_running``): llm_service may take its provider timeout
+    # (LLM_TIMEOUT_SECONDS 60 s) × (1 + LLM_MAX_RETRIES 2) plus the SDK's back-off = ~190 s.
+    long_timeout_seconds: float = 200.0
     connect_timeout_seconds: float = 2.0
     max_connections: int = 200
     max_body_bytes: int = 64 * 1024 * 1024
@@ -197,11 +220,19 @@ class AsgiForwarder:
         self.config = config
         self.routes = routes
         self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(
+        self._timeout = self._client_timeout(config.timeout_seconds)
+        self._long_timeout = self._client_timeout(
+            read_timeout_for(ForwardRoute("", "", True), config.timeout_seconds, config.long_timeout_seconds)
+        )
+
+    def _client_timeout(self, read_seconds: float) -> aiohttp.ClientTimeout:
+        # sock_read is the longest silence between two reads, so a stream never times out
+        # while it keeps sending; no total limit.
+        return aiohttp.ClientTimeout(
             total=None,
-            connect=config.connect_timeout_seconds,
-            sock_connect=config.connect_timeout_seconds,
-            sock_read=config.timeout_seconds,
+            connect=self.config.connect_timeout_seconds,
+            sock_connect=self.config.connect_timeout_seconds,
+            sock_read=read_seconds,
         )
 
     async def open(self) -> None:
@@ -222,7 +253,8 @@ class AsgiForwarder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        service = upstream_for(path, self.routes)
+        route = route_for(path, self.routes)
+        service = route.service if route is not None else None
         state = scope.setdefault("state", {})
         request_id = state.get("request_id") or request_id_var.get()
         if service is None or service not in self.config.upstreams:
@@ -243,16 +275,20 @@ class AsgiForwarder:
             name.lower() == "content-length" and value.strip() not in ("", "0") for name, value in raw_headers
         )
         too_large: list[BaseException] = []
-        body = self._request_body(receive, too_large) if has_body else None
+        body_done: list[bool] = []
+        body = self._request_body(receive, too_large, body_done) if has_body else None
+        long_running = route is not None and route.long_running
+        timeout = self._long_timeout if long_running else self._timeout
+        read_seconds = timeout.sock_read or self.config.timeout_seconds
         query = scope.get("query_string", b"").decode("latin-1")
         url = URL(upstream_url(base_url, scope.get("raw_path", path.encode()).decode("latin-1"), query), encoded=True)
 
         try:
             response = await self._session.request(
-                scope["method"], url, headers=CIMultiDict(headers), data=body, allow_redirects=False
+                scope["method"], url, headers=CIMultiDict(headers), data=body, allow_redirects=False, timeout=timeout
             )
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            await _send_error(send, request_id, upstream_timed_out(service, base_url, self.config.timeout_seconds))
+            await _send_error(send, request_id, upstream_timed_out(service, base_url, read_seconds))
             return
         except aiohttp.ClientConnectorError:
             await _send_error(send, request_id, upstream_unreachable(service, base_url))
@@ -283,15 +319,28 @@ class AsgiForwarder:
             )
             if scope["method"] != "HEAD":
                 try:
-                    async for chunk in response.content.iter_any():
+                    # Most answers arrive whole in the first read: no watcher needed for those.
+                    chunk = await response.content.readany()
+                    if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if not response.content.at_eof():
+                        # The request body is read (or there was none): from now on receive()
+                        # only tells whether the client went away.
+                        if body is None or body_done:
+                            if not await _stream_until_client_leaves(response, send, receive):
+                                logger.info("client left a streamed answer of %s; upstream closed", service)
+                                return
+                        else:
+                            await _pump(response, send)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     # Headers are gone already: the only honest signal left is a broken connection.
                     logger.warning("%s broke off its answer mid-way: %s", service, type(exc).__name__)
                     raise
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _request_body(self, receive: Receive, too_large: list[BaseException]) -> AsyncIterator[bytes]:
+    async def _request_body(
+        self, receive: Receive, too_large: list[BaseException], done: list[bool]
+    ) -> AsyncIterator[bytes]:
         """The client's body as it arrives (backpressure comes from the app server's receive)."""
         while True:
             try:
@@ -302,12 +351,49 @@ class AsgiForwarder:
                     raise _BodyTooLarge from exc
                 raise
             if message["type"] == "http.disconnect":
+                done.append(True)
                 return
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
+                done.append(True)
                 return
+
+
+async def _pump(response: aiohttp.ClientResponse, send: Send) -> None:
+    async for chunk in response.content.iter_any():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _stream_until_client_leaves(response: aiohttp.ClientResponse, send: Send, receive: Receive) -> bool:
+    """Pass the rest of the answer on while watching the client. True when the answer was
+    passed on whole; False when the client went away first: then the upstream connection is
+    closed at once, so the upstream sees the disconnect too (llm_service then stops the
+    provider's stream and keeps the partial reply marked incomplete)."""
+    pump = asyncio.ensure_future(_pump(response, send))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not pump.done():
+            response.close()  # drops the connection instead of returning it to the pool
+            pump.cancel()
+        watcher.cancel()
+        for task in (pump, watcher):
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, TimeoutError, OSError):
+                await task
+    if pump.cancelled():
+        return False
+    pump.result()  # an upstream failure mid-way is raised here
+    return True
 
 
 async def _send_error(send: Send, request_id: str, exc: AppError) -> None:
@@ -387,6 +473,8 @@ __all__ = [
     "forward_request_headers",
     "forward_response_headers",
     "install_forwarding",
+    "read_timeout_for",
+    "route_for",
     "upstream_failed",
     "upstream_for",
     "upstream_timed_out",

@@ -1,7 +1,7 @@
 """mobile_service — records, sync and publishing; the mobile app's single base URL, on :8002.
 
 Owns the ``records`` table (``common.models.record``). Forwards auth/users to user_service,
-chat/text/models to llm_service and images/generations to image_service (SPEC §6) through the
+chat/text/models/usage to llm_service and images/generations to image_service (SPEC §6) through the
 one forwarding proxy of ``common.forwarding``. See ``mobile_service/README.md``.
 Run: ``python mobile_service/main.py`` (or through the launcher, ``python main.py``).
 """
@@ -28,6 +28,7 @@ def forwarding_config(settings: MobileSettings) -> ForwardingConfig:
     return ForwardingConfig(
         upstreams={name: getattr(settings, f"{name}_url") for name in FORWARDED_SERVICES},
         timeout_seconds=settings.forward_timeout_seconds,
+        long_timeout_seconds=settings.forward_llm_timeout_seconds,
         connect_timeout_seconds=settings.forward_connect_timeout_seconds,
         max_connections=settings.forward_max_connections,
         max_body_bytes=settings.forward_max_body_bytes,

@@ -5,6 +5,8 @@ hostile inputs that must get the SPEC's errors, never a 500."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -127,6 +129,8 @@ def test_hostile_input_gets_spec_errors_never_500(api: httpx.Client) -> None:
         (api.get("/api/v1/records/not-a-uuid", headers=alice), 404, "not_found"),
         (api.get("/api/v1/sync/changes", params={"cursor": "bm90LWEtY3Vyc29y"}, headers=alice), 400, "invalid_cursor"),
         (api.get("/api/v1/records", headers={"Authorization": "Bearer forged"}), 401, "invalid_token"),
+        # Another user's id for a create: like an id nobody uses, nothing about it revealed.
+        (api.post("/api/v1/records", json={"id": record["id"], "title": "x"}, headers=bob), 404, "not_found"),
     ]
     for response, status, code in checks:
         assert response.status_code == status, (response.request.url, response.text)
@@ -146,3 +150,42 @@ def test_ai_summary_through_llm_service(api: httpx.Client) -> None:
     assert api.get(f"/api/v1/records/{record['id']}", headers=user).json()["summary"] == body["result"]
     tags = api.post(f"/api/v1/records/{record['id']}/ai/tags", headers=user)
     assert tags.status_code == 200 and isinstance(tags.json()["result"], list)
+
+
+def test_usage_is_reachable_through_the_single_base_url(api: httpx.Client) -> None:
+    user = sign_up(api)
+    response = api.get("/api/v1/usage", headers=user)
+    assert response.status_code == 200, response.text
+    assert {"since", "totals", "by_day"} <= response.json().keys()
+    assert api.get("/api/v1/usage").status_code == 401
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    name = "message"
+    for line in lines:
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            yield name, json.loads(line[5:].strip())
+            name = "message"
+
+
+def test_leaving_a_chat_stream_through_mobile_keeps_the_partial_reply(api: httpx.Client) -> None:
+    user = sign_up(api)
+    session = api.post("/api/v1/chat/sessions", json={"persistent": True}, headers=user)
+    assert session.status_code == 201, session.text
+    url = f"/api/v1/chat/sessions/{session.json()['id']}"
+    body = {"content": "a long answer please [[drip:0.3]]", "stream": True}
+    with api.stream("POST", f"{url}/messages", json=body, headers=user) as response:
+        assert response.status_code == 200
+        first = next(_sse_events(response.iter_lines()))
+        assert first[0] == "delta"
+    # Leaving closed the client's connection to mobile_service; llm_service learns of it only
+    # if the proxy closes its own connection too, and then keeps the partial reply.
+    deadline = time.monotonic() + 20
+    history = api.get(url, headers=user).json()["messages"]
+    while time.monotonic() < deadline and len(history) < 2:
+        time.sleep(0.2)
+        history = api.get(url, headers=user).json()["messages"]
+    assert history[-1]["role"] == "assistant" and history[-1]["incomplete"] is True
+    assert history[-1]["content"].startswith(first[1]["content"])

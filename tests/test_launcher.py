@@ -18,7 +18,7 @@ import pytest
 from dotenv import dotenv_values
 
 from common.config import REPO_ROOT
-from common.processes import port_answers, port_is_free
+from common.processes import free_port, popen_child, port_answers, port_is_free, stop_process
 from conftest import Suite, healthy
 from tests.test_e2e_auth import assert_logout_revokes_the_token_at_mobile_service, wait_until
 
@@ -263,3 +263,28 @@ def test_a_killed_launcher_leaves_nothing_behind(launch_suite: Callable[..., Sui
     suite.wait_exit(10)
     assert wait_until(lambda: suite.leftovers() == [], timeout=60), f"left behind: {suite.leftovers()}"
     assert_nothing_left(suite)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_the_ready_table_never_shows_the_redis_password(launch_suite: Callable[..., Suite]) -> None:
+    port = free_port()
+    redis = popen_child(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--requirepass", "hunter2"],
+        pipe_output=False,
+    )
+    try:
+        wait_until(lambda: port_answers("127.0.0.1", port), timeout=10)
+        suite = launch_suite("user_service", env={"REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"})
+        assert suite.wait_for_output("all services started"), suite.text()[-3000:]
+        row = table_rows(suite)["redis"]
+        assert f"redis://:***@127.0.0.1:{port}/0" in row
+        assert "hunter2" not in suite.text()
+        # The services got the real URL: a login (Redis-backed limit) works.
+        user_url = suite.url("user_service")
+        creds = {"username": "table_check", "password": "long enough password"}
+        assert httpx.post(f"{user_url}/api/v1/auth/register", json=creds, timeout=10).status_code == 201
+        assert httpx.post(f"{user_url}/api/v1/auth/login", json=creds, timeout=10).status_code == 200
+        suite.stop()
+        assert_nothing_left(suite)
+    finally:
+        stop_process(redis, grace=3.0)

@@ -8,10 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Settings, ensure_root_env, load_settings
+from common.config import SERVICE_PORTS, Settings, ensure_root_env, load_settings
 
 SERVICE = "user_service"
-KEYS = ("LOG_LEVEL", "CORS_ORIGINS", "ENV", "SECRET_KEY", "ACCESS_TOKEN_MINUTES", "USER_SERVICE_PORT", "PORT")
+SERVICE_PORT_KEYS = tuple(f"{name.upper()}_PORT" for name in SERVICE_PORTS)
+SERVICE_URL_KEYS = tuple(f"{name.upper()}_URL" for name in SERVICE_PORTS)
+KEYS = (
+    "LOG_LEVEL",
+    "CORS_ORIGINS",
+    "ENV",
+    "SECRET_KEY",
+    "ACCESS_TOKEN_MINUTES",
+    "PORT",
+    "TRUSTED_PROXIES",
+    "FORWARDED_ALLOW_IPS",
+    *SERVICE_PORT_KEYS,
+    *SERVICE_URL_KEYS,
+)
 
 
 @pytest.fixture
@@ -79,6 +92,68 @@ def test_service_port_variable_moves_the_port_and_the_url_others_use(
     assert _load(root).port == 18001
     other = load_settings(Settings, "llm_service", root_dir=root)
     assert other.user_service_url == "http://127.0.0.1:18001"
+
+
+def test_service_port_in_the_root_env_file_moves_the_port_and_the_url_others_use(root: Path) -> None:
+    _write(root / ".env", USER_SERVICE_PORT="18001", LLM_SERVICE_PORT="18003")
+    own = _load(root)
+    assert own.port == 18001 and own.user_service_url == "http://127.0.0.1:18001"
+    other = load_settings(Settings, "mobile_service", root_dir=root)
+    assert other.port == 8002
+    assert other.user_service_url == "http://127.0.0.1:18001"
+    assert other.llm_service_url == "http://127.0.0.1:18003"
+
+
+def test_service_port_in_the_service_env_file_moves_its_port(root: Path) -> None:
+    _write(root / SERVICE / ".env", USER_SERVICE_PORT="18101")
+    assert _load(root).port == 18101
+
+
+def test_the_process_env_port_beats_the_env_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(root / ".env", USER_SERVICE_PORT="18001", PORT="9999")
+    monkeypatch.setenv("USER_SERVICE_PORT", "18201")
+    assert _load(root).port == 18201
+    assert load_settings(Settings, "llm_service", root_dir=root).user_service_url == "http://127.0.0.1:18201"
+
+
+def test_an_explicit_url_beats_the_port(root: Path) -> None:
+    _write(root / ".env", USER_SERVICE_PORT="18001", USER_SERVICE_URL="http://user-service:8001")
+    other = load_settings(Settings, "mobile_service", root_dir=root)
+    assert other.user_service_url == "http://user-service:8001"
+    assert _load(root).port == 18001
+
+
+def test_an_explicit_port_override_beats_service_port(root: Path) -> None:
+    _write(root / ".env", USER_SERVICE_PORT="18001")
+    assert _load(root, port=18555).port == 18555
+
+
+@pytest.mark.parametrize("bad", ["eighty", "0", "70000"])
+def test_a_bad_service_port_is_refused_naming_the_key(root: Path, bad: str) -> None:
+    _write(root / ".env", USER_SERVICE_PORT=bad)
+    with pytest.raises(ValueError, match="user_service_port"):
+        _load(root)
+
+
+def test_a_link_style_service_port_variable_is_ignored(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What Kubernetes injects for a service named "user-service": not a port of ours.
+    monkeypatch.setenv("USER_SERVICE_PORT", "tcp://10.0.0.7:8001")
+    assert _load(root).port == 8001
+    assert load_settings(Settings, "llm_service", root_dir=root).user_service_url == "http://127.0.0.1:8001"
+
+
+def test_trusted_proxies_defaults_to_this_machine_and_reads_env_files(root: Path) -> None:
+    assert _load(root).trusted_proxies == "127.0.0.1"
+    _write(root / ".env", TRUSTED_PROXIES="172.16.0.0/12, 10.0.0.5")
+    assert _load(root).trusted_proxies == "172.16.0.0/12,10.0.0.5"
+
+
+def test_uvicorns_own_forwarded_allow_ips_variable_still_counts(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.2.3")
+    assert _load(root).trusted_proxies == "10.1.2.3"
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.9.9.9")
+    assert _load(root).trusted_proxies == "10.9.9.9"  # our name first
+    assert _load(root, trusted_proxies="*").trusted_proxies == "*"
 
 
 def test_relative_sqlite_paths_resolve_against_the_repository(root: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from jose import jwt
 from passlib.context import CryptContext
 
 from common.cache import create_redis
-from common.config import Settings, load_settings
+from common.config import REPO_ROOT, Settings, load_settings
 from common.errors import InvalidToken
 from common.security import (
     DUMMY_HASH,
@@ -31,6 +33,7 @@ from common.security import (
     is_revoked,
     mark_rotated,
     revocation_reason,
+    revocation_state,
     revoke_jti,
     revoke_user_tokens,
     verified_access_tokens,
@@ -245,3 +248,43 @@ async def test_async_hashing_runs_in_the_hashing_pool() -> None:
     hashed = await hash_password_async("correct horse")
     assert await verify_password_async("correct horse", hashed) == (True, None)
     assert await verify_password_async("wrong", None) == (False, None)
+
+
+async def test_revocation_state_reports_the_marker_and_the_cutoff_separately(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
+    user = str(uuid.uuid4())
+    _, refresh = encode_token(settings, user, "user", "refresh", now=time.time() - 5)
+    assert await revocation_state(redis, refresh) == (None, False)
+    await revoke_jti(redis, refresh.jti, refresh.exp)
+    assert await revocation_state(redis, refresh) == (REVOKED, False)
+    await revoke_user_tokens(redis, settings, user)
+    assert await revocation_state(redis, refresh) == (REVOKED, True)
+    assert await revocation_reason(redis, refresh) == REVOKED  # the marker is named first
+
+
+# ---------------------------------------------------------------- nothing costly at import
+
+
+LAZY_PROBE = """
+import asyncio, threading
+import common.app_factory, common.deps
+import common.security as s
+assert s.dummy_hash.cache_info().currsize == 0, "dummy hash computed at import"
+assert s._hash_pool is None, "hashing pool made at import"
+print("import ok")
+assert s.verify_password("guess", None) == (False, None)
+assert s.dummy_hash.cache_info().currsize == 1 and s.DUMMY_HASH.startswith("$argon2id$")
+print(asyncio.run(s.verify_password_async("guess", s.hash_password("guess")))[0])
+assert s.hash_pool() is s.hash_pool()
+assert any(t.name.startswith("password-hash") for t in threading.enumerate())
+print("first use ok")
+"""
+
+
+def test_importing_security_neither_hashes_nor_starts_a_pool() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["import", "ok", "True", "first", "use", "ok"]

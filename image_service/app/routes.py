@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from common.deps import CurrentUser, SessionDep
+from common.pagination import DEFAULT_LIMIT, Limit, Offset
 from image_service.app import crud, generations, images
 from image_service.app.config import ImageSettings
 from image_service.app.deps import ImagesDep, ImageSettingsDep, OptionalUser, StorageDep, WorkersDep
@@ -27,10 +28,6 @@ from image_service.app.uploads import receive_upload
 
 # Every route may meet a bad token (401) and a dependency down (503).
 router = APIRouter(prefix="/api/v1", tags=["images"], responses=error_responses(401, 503))
-MAX_PAGE = 100
-# Beyond any real page, and inside every database's integer range (2**63 made SQLite overflow: a
-# 500). The same cap as common/pagination.py's ``Offset``, which these routes can move to.
-MAX_OFFSET = 1_000_000_000
 
 # The body is streamed by ``receive_upload``, not parsed by FastAPI; this documents it for /docs.
 UPLOAD_OPENAPI: dict[str, Any] = {
@@ -85,8 +82,8 @@ async def upload_image(
 async def list_images(
     caller: CurrentUser,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    offset: Offset = 0,  # capped: ?offset=2**63 was a 500 (SQLite integer overflow)
+    limit: Limit = DEFAULT_LIMIT,
 ) -> ImagePage:
     rows, total = await crud.list_images(session, caller.id, offset, limit)
     return ImagePage(
@@ -217,8 +214,8 @@ async def create_generation(
 async def list_generations(
     caller: CurrentUser,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    offset: Offset = 0,  # capped: ?offset=2**63 was a 500 (SQLite integer overflow)
+    limit: Limit = DEFAULT_LIMIT,
 ) -> GenerationPage:
     return await generations.task_page(session, caller.id, offset, limit)
 

@@ -11,6 +11,8 @@ from common.models.image import GenerationResult, GenerationTask, Image
 
 API_PREFIX = "/api/v1"
 MAX_PROMPT_CHARS = 4000
+# PostgreSQL refuses NUL in text (SQLite stores it): refused up front, the same on both (422).
+NO_NUL = r"^[^\x00]*$"
 
 
 class ImageRead(BaseModel):
@@ -50,7 +52,7 @@ class ImagePage(BaseModel):
 
 
 class GenerationCreate(BaseModel):
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
     n: int = Field(default=1, ge=1, le=4)
     size: str | None = Field(default=None, pattern=r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$", examples=["1024x1024"])
 

@@ -110,7 +110,10 @@ class _UploadCollector:
 
     def on_part_end(self) -> None:
         if self.part.name in TEXT_FIELDS and self.part.name is not None:
-            self.fields[self.part.name] = bytes(self.part.text).decode("utf-8", "replace").strip()
+            value = bytes(self.part.text).decode("utf-8", "replace").strip()
+            if "\x00" in value:  # PostgreSQL refuses NUL in text; SQLite would not: one answer for both
+                raise BadRequest(f"Field {self.part.name!r} must not contain NUL characters")
+            self.fields[self.part.name] = value
 
     def on_end(self) -> None:
         self.finished = True

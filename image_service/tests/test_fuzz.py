@@ -3,9 +3,9 @@ valid and invalid requests (and ones without the token) never get a 500, every e
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
 Requests go to an in-process app from ``build_app`` with the root conftest's settings (real Redis,
-real SQLite, a temporary storage directory) and the project's fake upstream as image provider,
-with a real access token. Generation workers are off: tasks stay pending, so no background work
-competes with the run. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so
+real SQLite or PostgreSQL, a temporary storage directory) and the project's fake upstream as image
+provider, with a real access token. Generation workers are off: tasks stay pending, so no
+background work competes with the run. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so
 the schema is read at import from an app built the same way (no lifespan started) and bound to a
 forwarding ASGI app that the module fixture points at the real one. Examples are few and
 derandomized: the run is fast and repeatable.
@@ -28,8 +28,8 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.config import load_settings
+from common.pagination import MAX_OFFSET
 from image_service.app.config import ImageSettings
-from image_service.app.routes import MAX_OFFSET
 from image_service.main import build_app
 from image_service.tests.conftest import png_bytes
 
@@ -49,7 +49,8 @@ class ForwardingApp:
 
 served = ForwardingApp()
 schema = schemathesis.openapi.from_dict(
-    build_app(load_settings(ImageSettings, "image_service"), configure_logging=False).openapi()
+    # Only its schema is read: development settings, whatever the environment says.
+    build_app(load_settings(ImageSettings, "image_service", env="development"), configure_logging=False).openapi()
 )
 schema.app = served
 
@@ -71,9 +72,10 @@ class FixtureToken:
 schema.auth(refresh_interval=None)(FixtureToken)
 
 # Answers to schema-valid input that the schema cannot express: bytes that are not an accepted
-# image (judged by content), an empty file, a task or result in the wrong state.
+# image (judged by content), an empty file, NUL in an id (the app factory's PostgreSQL answer).
 DOCUMENTED_REFUSALS = re.compile(
-    r"^(The file is not a JPEG, PNG, WebP or GIF image|The image data is corrupt or truncated|The uploaded file is empty)$"
+    r"^(The file is not a JPEG, PNG, WebP or GIF image|The image data is corrupt or truncated"
+    r"|The uploaded file is empty|Text must not contain NUL)"
 )
 
 
@@ -128,7 +130,7 @@ def own_objects(image_app: None, bearer: str) -> dict[str, str]:
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=False,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -164,3 +166,15 @@ def test_an_offset_beyond_the_database_integer_range_is_a_422_not_a_500(
         assert huge.status_code == 422 and huge.json()["code"] == "validation_error", huge.text
         last = client.get(path, params={"offset": MAX_OFFSET}, headers=headers)
         assert last.status_code == 200 and last.json()["data"] == [], last.text
+
+
+def test_nul_characters_are_refused_the_same_on_every_database(
+    client: TestClient, issue_token: Callable[..., str]
+) -> None:
+    headers = {"Authorization": f"Bearer {issue_token()}"}
+    response = client.post("/api/v1/generations", json={"prompt": "a \x00 cat"}, headers=headers)
+    assert response.status_code == 422 and response.json()["code"] == "validation_error", response.text
+    upload = client.post(
+        "/api/v1/images", files={"file": ("a.png", png_bytes((30, 20)))}, data={"record_id": "r\x00"}, headers=headers
+    )
+    assert upload.status_code == 400 and "NUL" in upload.json()["detail"], upload.text

@@ -36,6 +36,8 @@ def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
     if "stream" in body and not isinstance(body["stream"], bool):
         # A truthy non-boolean (e.g. "false") would otherwise switch streaming on.
         raise BadRequest("'stream' must be true or false")
+    if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+        raise BadRequest("'stream_options' must be an object")
     if "model" in body:
         settings.check_model(body["model"])
     return body

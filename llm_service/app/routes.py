@@ -210,6 +210,7 @@ CHAT_COMPLETIONS_OPENAPI: dict[str, Any] = {
                             },
                         },
                         "stream": {"type": "boolean"},
+                        "stream_options": {"type": ["object", "null"]},
                     },
                 }
             }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -60,19 +60,23 @@ class ChatSessionList(BaseModel):
     data: list[ChatSessionRead]
 
 
+# A record id: short, and without NUL (PostgreSQL refuses NUL in text, SQLite stores it: refused
+# up front, a 422 on both).
+RecordId = Annotated[str, Field(max_length=ID_MAX, pattern=r"^[^\x00]*$")]
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
 class MessageCreate(BaseModel):
     model_config = STRICT_BODY
 
     content: str = Field(min_length=1)
     stream: bool = False
-    record_ids: list[str] = Field(default_factory=list)
+    record_ids: list[RecordId] = Field(default_factory=list)
 
-    @field_validator("record_ids")
-    @classmethod
-    def _short_ids(cls, ids: list[str]) -> list[str]:
-        if any(len(i) > ID_MAX for i in ids):
-            raise ValueError(f"record ids are at most {ID_MAX} characters")
-        return list(dict.fromkeys(ids))
+    _unique_record_ids = field_validator("record_ids")(unique_ids)
 
 
 class ReplyRetry(BaseModel):
@@ -81,7 +85,9 @@ class ReplyRetry(BaseModel):
     model_config = STRICT_BODY
 
     stream: bool = False
-    record_ids: list[str] = Field(default_factory=list)
+    record_ids: list[RecordId] = Field(default_factory=list)
+
+    _unique_record_ids = field_validator("record_ids")(unique_ids)
 
 
 class UsageRead(BaseModel):

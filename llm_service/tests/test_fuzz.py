@@ -3,8 +3,8 @@ valid and invalid requests (and ones without the token) never get a 500, every e
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
 Requests go to an in-process app from ``build_app`` with the root conftest's settings (real Redis,
-real SQLite) against the project's fake upstream (real ``openai`` SDK over HTTP), with a real
-access token. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so the
+real SQLite or PostgreSQL) against the project's fake upstream (real ``openai`` SDK over HTTP),
+with a real access token. Schemathesis' fixture-based loader does not run on the pinned pytest 9, so the
 schema is read at import from an app built the same way (no lifespan started) and bound to a
 forwarding ASGI app that the module fixture points at the real one. Examples are few and
 derandomized: the run is fast and repeatable.
@@ -46,7 +46,8 @@ class ForwardingApp:
 
 served = ForwardingApp()
 schema = schemathesis.openapi.from_dict(
-    build_app(load_settings(LLMSettings, "llm_service"), configure_logging=False).openapi()
+    # Only its schema is read: development settings, whatever the environment says.
+    build_app(load_settings(LLMSettings, "llm_service", env="development"), configure_logging=False).openapi()
 )
 schema.app = served
 
@@ -80,8 +81,10 @@ def assert_error_shape(response: schemathesis.Response) -> None:
 
 
 # Limits tighter than the schema, set in LLMSettings (CHAT_MAX_RECORD_IDS, CHAT_MESSAGE_MAX_CHARS, ...).
+# And NUL in an id: the app factory's answer on PostgreSQL.
 DOCUMENTED_LIMITS = re.compile(
-    r"^(Nothing to retry: |At most \d+ record_ids per message$|\w+ is longer than \d+ characters$)"
+    r"^(Nothing to retry: |At most \d+ record_ids per message$|\w+ is longer than \d+ characters$"
+    r"|Text must not contain NUL)"
 )
 
 
@@ -123,7 +126,7 @@ def own_session(llm_app: None, bearer: str) -> str:
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=False,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -144,7 +147,7 @@ def test_every_operation_keeps_the_error_contract_and_its_schema(
 # ---------------------------------------------------------------- regressions found by the fuzzing
 
 
-def test_openai_body_with_a_non_boolean_stream_or_a_message_without_role_is_refused(
+def test_openai_body_with_a_malformed_stream_option_or_message_is_refused(
     client: TestClient, auth_headers: Callable[..., dict[str, str]]
 ) -> None:
     me = auth_headers()
@@ -154,6 +157,7 @@ def test_openai_body_with_a_non_boolean_stream_or_a_message_without_role_is_refu
         {"messages": [hello], "stream": "false"},
         {"messages": [{"content": "Hello"}]},
         {"messages": [{"role": "user", "content": 42}]},
+        {"messages": [hello], "stream": True, "stream_options": "x"},  # was a 500
     ):
         response = client.post("/v1/chat/completions", json=body, headers=me)
         assert response.status_code == 400, (body, response.text)
@@ -181,3 +185,17 @@ def test_the_schema_documents_the_error_shape_and_the_text_tasks() -> None:
     text = document["paths"]["/api/v1/text/{task}"]["post"]
     assert {"401", "404", "413", "429", "502", "503", "504"} <= set(text["responses"])
     assert text["parameters"][0]["schema"]["enum"] == ["summarize", "tags", "title", "polish"]
+
+
+def test_record_ids_with_nul_or_too_long_are_refused_by_messages_and_retries(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    session = client.post("/api/v1/chat/sessions", json={}, headers=me).json()["id"]
+    for path, body in (
+        (f"/api/v1/chat/sessions/{session}/messages", {"content": "hi", "record_ids": ["r\x00"]}),
+        (f"/api/v1/chat/sessions/{session}/retry", {"record_ids": ["r\x00"]}),
+        (f"/api/v1/chat/sessions/{session}/retry", {"record_ids": ["r" * 65]}),
+    ):
+        response = client.post(path, json=body, headers=me)
+        assert response.status_code == 422 and response.json()["code"] == "validation_error", (path, response.text)

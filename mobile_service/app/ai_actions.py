@@ -41,6 +41,9 @@ async def _call_llm(
             error.status_code = response.status_code if response.status_code >= 400 else 502
             if response.status_code == 401:
                 error.headers["WWW-Authenticate"] = "Bearer"
+            retry_after = response.headers.get("Retry-After")
+            if retry_after:  # SPEC §4: a 429 (or 503) tells the client when to come back
+                error.headers["Retry-After"] = retry_after
             raise error
         raise UpstreamError(f"llm_service answered {response.status_code}")
     if not isinstance(body, dict) or "result" not in body:

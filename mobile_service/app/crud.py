@@ -30,12 +30,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from common.database import Database
 from common.models.record import (
     PG_SEARCH_VECTOR,
+    SQLITE_CJK_TABLE,
     VISIBILITY_PUBLIC,
     Record,
     RecordChangeCounter,
     RecordTag,
     cjk_index_text,
     cjk_phrase,
+    rebuild_sqlite_search_index_sql,
 )
 from mobile_service.app.schemas import RecordRead
 
@@ -128,6 +130,39 @@ async def reindex_cjk(session: AsyncSession, record_id: str, title: str, content
         await session.execute(
             text("INSERT INTO records_cjk(rowid, body) VALUES (:rowid, :body)"), {"rowid": rowid, "body": body}
         )
+
+
+async def rebuild_search_index(session: AsyncSession, batch: int = 500) -> int:
+    """Rebuild both SQLite search tables from ``records`` (after a VACUUM, which may renumber
+    rowids, or to drop rows of records removed outside the write path): ``records_fts`` by
+    FTS5's own rebuild, ``records_cjk`` emptied and refilled from the live records only
+    (tombstones have no text to find). Returns the number of CJK rows written; commits."""
+    if _dialect(session) != "sqlite":
+        return 0
+    await session.execute(text(rebuild_sqlite_search_index_sql()))
+    await session.execute(text(f"DELETE FROM {SQLITE_CJK_TABLE}"))  # noqa: S608  (a constant name)
+    written, last_rowid = 0, -1
+    while True:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT rowid, title, content FROM records WHERE rowid > :after AND deleted_at IS NULL "
+                    "ORDER BY rowid LIMIT :batch"
+                ),
+                {"after": last_rowid, "batch": batch},
+            )
+        ).all()
+        if not rows:
+            break
+        values = [{"rowid": r[0], "body": cjk_index_text(r[1], r[2])} for r in rows]
+        values = [v for v in values if v["body"]]
+        if values:
+            insert_cjk = f"INSERT INTO {SQLITE_CJK_TABLE}(rowid, body) VALUES (:rowid, :body)"  # noqa: S608
+            await session.execute(text(insert_cjk), values)
+        written += len(values)
+        last_rowid = rows[-1][0]
+    await session.commit()
+    return written
 
 
 def _dialect(session: AsyncSession) -> str:

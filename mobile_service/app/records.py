@@ -88,7 +88,8 @@ async def read_live(db: Database, owner_id: str, record_id: str) -> RecordRead:
 
 async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate) -> RecordRead:
     """Create a record. Repeating a create with the same client id and fields returns the same
-    record (idempotent); the same id with other fields, or a deleted one, is 409."""
+    record (idempotent); the same id with other fields, or a deleted one, is 409; an id that
+    belongs to another user is 404, like a record that does not exist."""
     record_id = str(data.id) if data.id else str(uuid.uuid4())
     seq = await crud.next_change_seq(session, owner_id)
     existing = await crud.get_owned(session, owner_id, record_id)
@@ -99,8 +100,10 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
             return snapshot
         raise _conflict_from(snapshot, "A record with this id already exists with other content")
     if await crud.id_taken(session, record_id):
+        # Another user's record (SPEC §4): answered like any record that does not exist, so
+        # nothing about it is revealed; the client makes a new UUID.
         await session.rollback()
-        raise Conflict("This record id is already in use; make a new UUID")
+        raise NotFound(NOT_FOUND)
     now = _now()
     record = Record(
         id=record_id,
@@ -124,7 +127,11 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
         await session.commit()
     except IntegrityError as exc:  # another process created the same id first
         await session.rollback()
-        raise Conflict("This record id is already in use; retry the request") from exc
+        if await crud.get_owned(session, owner_id, record_id) is None:
+            await session.rollback()
+            raise NotFound(NOT_FOUND) from exc  # someone else's: never revealed
+        await session.rollback()
+        raise Conflict("This record id was created at the same time by another request; retry it") from exc
     return read(record)
 
 

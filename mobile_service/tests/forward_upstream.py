@@ -8,6 +8,11 @@
 - ``/api/v1/text/slow``: answers after ``?seconds=`` (default 5).
 - ``/api/v1/text/{summarize,tags,title,polish}``: canned results in llm_service's contract shape
   (401 without a bearer token), so mobile_service's AI actions can be tested end to end.
+- ``/api/v1/chat/endless``: SSE that never ends on its own; when its client goes away it counts
+  that in ``GET /control/disconnects`` (so a test can prove the proxy closed its connection).
+- ``/api/v1/chat/ticks?count=&every=``: SSE, ``count`` events ``every`` seconds apart.
+- ``/api/v1/images/slow`` and ``/api/v1/usage``: a slow answer on a short-timeout route; a usage stub.
+- ``/api/v1/text/summarize`` with ``[[fail:429]]`` in the text: 429 with ``Retry-After: 7``.
 - ``/api/v1/models/echo``: echoes method, path, query, headers and body size; answers with
   hop-by-hop and repeated headers of its own.
 """
@@ -22,7 +27,7 @@ from typing import Any
 
 import uvicorn
 
-STATE: dict[str, Any] = {"received": 0, "next": None}
+STATE: dict[str, Any] = {"received": 0, "next": None, "disconnects": 0}
 TEXT_RESULTS: dict[str, Any] = {
     "/api/v1/text/summarize": "A short summary.",
     "/api/v1/text/tags": ["Meeting", "budget", "meeting"],
@@ -50,6 +55,31 @@ async def _read_all(receive: Any) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def _sse_start(send: Any) -> None:
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def _endless(receive: Any, send: Any) -> None:
+    """Send an event every 50 ms until the client goes away, then count the disconnect."""
+
+    async def events() -> None:
+        index = 0
+        while True:
+            event = f"event: delta\ndata: {json.dumps({'index': index})}\n\n".encode()
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            index += 1
+            await asyncio.sleep(0.05)
+
+    await _read_all(receive)
+    await _sse_start(send)
+    sender = asyncio.create_task(events())
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    sender.cancel()
+    STATE["disconnects"] += 1
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -96,7 +126,21 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
                 await STATE["next"].wait()
                 STATE["next"].clear()
         await send({"type": "http.response.body", "body": b"event: done\ndata: {}\n\n"})
-    elif path == "/api/v1/text/slow":
+    elif path == "/control/disconnects":
+        await _json(send, 200, {"disconnects": STATE["disconnects"]})
+    elif path == "/api/v1/usage":
+        await _json(send, 200, {"usage": "stub"})
+    elif path == "/api/v1/chat/endless":
+        await _endless(receive, send)
+    elif path == "/api/v1/chat/ticks":
+        query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+        await _sse_start(send)
+        for index in range(int(query.get("count", "3"))):
+            await asyncio.sleep(float(query.get("every", "0.1")))
+            event = f"event: delta\ndata: {json.dumps({'index': index})}\n\n".encode()
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"event: done\ndata: {}\n\n"})
+    elif path in ("/api/v1/text/slow", "/api/v1/images/slow"):
         query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
         await asyncio.sleep(float(query.get("seconds", "5")))
         await _json(send, 200, {"result": "late"})
@@ -105,6 +149,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         authorization = dict(scope["headers"]).get(b"authorization", b"")
         if not authorization.startswith(b"Bearer "):
             await _json(send, 401, {"detail": "Not authenticated", "code": "not_authenticated", "request_id": "-"})
+            return
+        if "[[fail:429]]" in body.get("text", ""):
+            error = {"detail": "Rate limit exceeded", "code": "rate_limited", "request_id": "-"}
+            await _json(send, 429, error, [(b"retry-after", b"7")])
             return
         result = TEXT_RESULTS[path]
         if path.endswith("/polish"):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,6 +54,7 @@ def mobile(
             "LLM_SERVICE_URL": stub.url,
             "IMAGE_SERVICE_URL": stub.url,
             "FORWARD_TIMEOUT_SECONDS": "1",
+            "FORWARD_LLM_TIMEOUT_SECONDS": "3",
         },
         port=port,
     )
@@ -71,6 +73,7 @@ def test_routing_table_follows_the_spec() -> None:
     assert upstream_for("/api/v1/chat/sessions/1/messages") == "llm_service"
     assert upstream_for("/api/v1/text/summarize") == "llm_service"
     assert upstream_for("/api/v1/models") == "llm_service"
+    assert upstream_for("/api/v1/usage") == "llm_service"
     assert upstream_for("/api/v1/images/1/content") == "image_service"
     assert upstream_for("/api/v1/generations") == "image_service"
     assert upstream_for("/api/v1/records") is None
@@ -198,12 +201,54 @@ def test_sse_events_arrive_one_by_one(http: httpx.Client, stub: RunningProcess) 
 
 
 def test_slow_upstream_answers_504_in_the_spec_shape(http: httpx.Client) -> None:
+    # A model call gets FORWARD_LLM_TIMEOUT_SECONDS (3 here), every other route FORWARD_TIMEOUT_SECONDS (1).
     response = http.get("/api/v1/text/slow?seconds=5", headers={"X-Request-ID": "trace-slow"})
     assert response.status_code == 504
     body = response.json()
     assert body["code"] == "upstream_timeout"
     assert body["request_id"] == "trace-slow"
-    assert "llm_service" in body["detail"]
+    assert "llm_service" in body["detail"] and "3s" in body["detail"]
+    short = http.get("/api/v1/images/slow?seconds=2")
+    assert short.status_code == 504
+    assert "image_service" in short.json()["detail"]
+
+
+def test_model_calls_get_the_longer_timeout(http: httpx.Client) -> None:
+    response = http.get("/api/v1/text/slow?seconds=2")
+    assert response.status_code == 200
+    assert response.json() == {"result": "late"}
+
+
+def test_stream_read_timeout_is_the_silence_between_chunks(http: httpx.Client) -> None:
+    # Five events 0.8 s apart: longer than the 3 s timeout in all, never silent for 3 s.
+    with http.stream("GET", "/api/v1/chat/ticks?count=5&every=0.8") as response:
+        assert response.status_code == 200
+        data = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert [json.loads(line[6:]) for line in data] == [{"index": i} for i in range(5)] + [{}]
+
+
+def test_client_leaving_a_stream_closes_the_upstream_connection(http: httpx.Client, stub: RunningProcess) -> None:
+    before = httpx.get(f"{stub.url}/control/disconnects", timeout=5.0).json()["disconnects"]
+    with http.stream("POST", "/api/v1/chat/endless", json={"content": "hi", "stream": True}) as response:
+        assert response.status_code == 200
+        seen = 0
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                seen += 1
+                if seen == 3:
+                    break  # the client leaves mid-stream
+    # The upstream's stream never ends by itself: it sees a disconnect only if the proxy closed
+    # its connection when the client left.
+    deadline = time.monotonic() + 15.0
+    disconnects = before
+    while time.monotonic() < deadline and disconnects == before:
+        time.sleep(0.1)
+        disconnects = httpx.get(f"{stub.url}/control/disconnects", timeout=5.0).json()["disconnects"]
+    assert disconnects == before + 1
+
+
+def test_usage_is_forwarded_to_llm_service(http: httpx.Client) -> None:
+    assert http.get("/api/v1/usage").json() == {"usage": "stub"}
 
 
 def test_upstream_down_answers_503_in_the_spec_shape(mobile_client: TestClient) -> None:

@@ -71,11 +71,26 @@ def test_other_users_records_are_not_found(
     assert_error(mobile_client.delete(url, headers=bob), 404, "not_found")
     assert_error(mobile_client.post(f"{url}/publish", headers=bob), 404, "not_found")
     assert_error(mobile_client.post(f"{url}/ai/summarize", headers=bob), 404, "not_found")
-    # Reusing someone else's id for a create is refused without showing their record.
+    # Reusing someone else's id for a create is 404, like an id nobody uses (SPEC §4).
     taken = assert_error(
-        mobile_client.post("/api/v1/records", json={"id": record["id"], "title": "x"}, headers=bob), 409, "conflict"
+        mobile_client.post("/api/v1/records", json={"id": record["id"], "title": "x"}, headers=bob), 404, "not_found"
     )
     assert "record" not in taken
+    unknown = assert_error(mobile_client.get(f"/api/v1/records/{uuid.uuid4()}", headers=bob), 404, "not_found")
+    assert taken["detail"] == unknown["detail"]
+    pushed = mobile_client.post(
+        "/api/v1/sync/push",
+        json={"changes": [{"id": record["id"], "op": "upsert", "fields": {"title": "x"}}]},
+        headers=bob,
+    ).json()["results"]
+    assert pushed == [
+        {
+            "id": record["id"],
+            "status": "error",
+            "record": None,
+            "detail": {"code": "not_found", "message": taken["detail"]},
+        }
+    ]
     assert mobile_client.get("/api/v1/records", headers=bob).json()["total_count"] == 0
     assert mobile_client.get(url, headers=alice).json()["title"] == "Private diary"
 
@@ -272,3 +287,10 @@ def test_ai_actions_store_suggest_and_apply(ai_client: TestClient, alice: dict[s
     assert (
         ai_client.get(f"/api/v1/records/{record['id']}", headers=alice).json()["content"] == "We met about the budget."
     )
+
+
+def test_ai_action_passes_on_rate_limits_with_retry_after(ai_client: TestClient, alice: dict[str, str]) -> None:
+    record = create(ai_client, alice, title="Busy", content="[[fail:429]]")
+    response = ai_client.post(f"/api/v1/records/{record['id']}/ai/summarize", headers=alice)
+    assert_error(response, 429, "rate_limited")
+    assert response.headers["retry-after"] == "7"

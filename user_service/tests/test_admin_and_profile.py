@@ -78,10 +78,29 @@ def test_admin_lists_users_with_the_fastcrud_page_shape(client: TestClient, auth
     assert len(ids) == len(set(ids)) == min(total, 100)
 
 
-@pytest.mark.parametrize("params", [{"limit": 101}, {"limit": 0}, {"offset": -1}, {"limit": "ten"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 101},
+        {"limit": 0},
+        {"offset": -1},
+        {"limit": "ten"},
+        {"offset": 10**20},  # was a 500: OverflowError in the SQLite driver
+        {"offset": 2**63},
+        {"offset": 1_000_000_001},
+        {"offset": "1e20"},
+    ],
+)
 def test_admin_list_paging_bounds_are_validated(client: TestClient, auth: AuthActions, params: dict) -> None:
     response = client.get("/api/v1/users", headers=auth.headers(auth.admin()), params=params)
     assert_error(response, 422, "validation_error")
+
+
+def test_admin_list_with_the_largest_offset_is_an_empty_page(client: TestClient, auth: AuthActions) -> None:
+    response = client.get("/api/v1/users", headers=auth.headers(auth.admin()), params={"offset": 1_000_000_000})
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["data"] == [] and page["has_more"] is False and page["total_count"] >= 1
 
 
 def test_non_admins_are_forbidden_from_admin_endpoints(client: TestClient, auth: AuthActions) -> None:

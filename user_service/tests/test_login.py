@@ -44,9 +44,10 @@ def test_login_is_case_insensitive_on_the_username(client: TestClient, auth: Aut
 
 def test_unknown_user_and_wrong_password_get_the_same_answer(client: TestClient, auth: AuthActions) -> None:
     user = auth.register(unique_name())
-    wrong = assert_error(_login(client, user["username"], "not the password"), 401)
-    unknown = assert_error(_login(client, unique_name("ghost"), "not the password"), 401)
+    wrong = assert_error(_login(client, user["username"], "not the password"), 401, "not_authenticated")
+    unknown = assert_error(_login(client, unique_name("ghost"), "not the password"), 401, "not_authenticated")
     assert (wrong["detail"], wrong["code"]) == (unknown["detail"], unknown["code"])
+    assert wrong["detail"] == "Incorrect username or password"
 
 
 def test_unknown_user_still_costs_one_password_verification(
@@ -77,6 +78,22 @@ def test_five_failures_block_the_next_attempt_with_retry_after(client: TestClien
     # The limit is per (username, client address): another account from this address still works.
     other = auth.register(unique_name())
     assert _login(client, other["username"], PASSWORD).status_code == 200
+
+
+def test_the_sixth_attempt_is_refused_without_checking_the_password(
+    client: TestClient, auth: AuthActions, password_checks: list[str]
+) -> None:
+    user = auth.register(unique_name())
+    for n in range(5):
+        assert_error(_login(client, user["username"], f"wrong password {n}"), 401)
+    assert len(password_checks) == 5
+    blocked = _login(client, user["username"], PASSWORD)
+    assert_error(blocked, 429, "rate_limited")
+    assert len(password_checks) == 5  # refused before any hashing
+    # Retry-After is the rest of the window, and stays so (blocked attempts do not extend it).
+    first_wait = int(blocked.headers["retry-after"])
+    again = int(_login(client, user["username"], PASSWORD).headers["retry-after"])
+    assert 0 < again <= first_wait <= 900
 
 
 def test_a_successful_login_resets_the_failure_count(client: TestClient, auth: AuthActions) -> None:
@@ -205,8 +222,10 @@ def test_parallel_wrong_passwords_get_at_most_five_password_checks(
     statuses = _concurrent_logins(client, user["username"], [f"guess number {n}" for n in range(20)])
     assert len(password_checks) == 5
     assert sorted(statuses) == [401] * 5 + [429] * 15
-    # The right password is refused too until the window ends.
-    assert_error(_login(client, user["username"], PASSWORD), 429, "rate_limited")
+    # From that address the right password is refused too until the window ends ...
+    assert _concurrent_logins(client, user["username"], [PASSWORD]) == [429]
+    # ... while the limit is per (username, client address): another address still gets in.
+    assert _login(client, user["username"], PASSWORD).status_code == 200
 
 
 def test_parallel_logins_of_an_unknown_user_are_limited_too(client: TestClient, password_checks: list[str]) -> None:

@@ -45,9 +45,48 @@ def test_logout_revokes_access_and_refresh_tokens(client: TestClient, auth: Auth
     )
     assert out.status_code == 204 and out.content == b""
     assert_error(auth.me(tokens), 401, "invalid_token")
-    assert_error(_refresh(client, tokens["refresh_token"]), 401, "invalid_token")
     # Logout ends this session only; another device stays signed in.
     assert auth.me(other_session).status_code == 200
+
+
+def test_reusing_a_logged_out_refresh_token_revokes_every_token_of_the_user(
+    client: TestClient, auth: AuthActions
+) -> None:
+    # SPEC §5: "Reusing a revoked refresh token revokes all of that user's tokens" — a logged-out
+    # one included, not only a rotated one.
+    user, tokens = auth.new_user()
+    other_session = auth.login(user["username"])
+    out = client.post(
+        "/api/v1/auth/logout", headers=auth.headers(tokens), json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert out.status_code == 204
+    assert auth.me(other_session).status_code == 200
+
+    reuse = _refresh(client, tokens["refresh_token"])
+    assert_error(reuse, 401, "invalid_token")
+    assert_error(auth.me(other_session), 401, "invalid_token")
+    assert_error(_refresh(client, other_session["refresh_token"]), 401, "invalid_token")
+    # Signing in again works.
+    assert auth.me(auth.login(user["username"])).status_code == 200
+
+
+def test_an_old_refresh_token_after_a_password_change_does_not_sign_out_the_new_session(
+    client: TestClient, auth: AuthActions
+) -> None:
+    # A token already covered by the password change has no live family left: a stale device
+    # refreshing with it gets a 401 and the session made after the change survives.
+    user, old = auth.new_user()
+    changed = client.post(
+        "/api/v1/users/me/password",
+        headers=auth.headers(old),
+        json={"old_password": PASSWORD, "new_password": "a brand new password"},
+    )
+    assert changed.status_code == 204
+    fresh = auth.login(user["username"], "a brand new password")
+    assert_error(_refresh(client, old["refresh_token"]), 401, "invalid_token")
+    assert_error(_refresh(client, old["refresh_token"]), 401, "invalid_token")
+    assert auth.me(fresh).status_code == 200
+    assert _refresh(client, fresh["refresh_token"]).status_code == 200
 
 
 def test_logout_without_a_body_revokes_the_access_token(client: TestClient, auth: AuthActions) -> None:
@@ -91,7 +130,8 @@ def test_password_change_with_a_wrong_old_password_is_refused(client: TestClient
         headers=auth.headers(tokens),
         json={"old_password": "not my password", "new_password": "a brand new password"},
     )
-    assert_error(changed, 403)
+    body = assert_error(changed, 400, "bad_request")
+    assert "old password" in body["detail"]
     assert auth.me(tokens).status_code == 200
 
 
@@ -102,8 +142,12 @@ def test_admin_deactivation_revokes_tokens_and_blocks_login(client: TestClient, 
     assert off.status_code == 200 and off.json()["is_active"] is False
     assert_error(auth.me(tokens), 401, "invalid_token")
     assert_error(_refresh(client, tokens["refresh_token"]), 401, "invalid_token")
+    # The right password gets the same answer as a wrong one: nothing confirms the password.
     login = client.post("/api/v1/auth/login", json={"username": user["username"], "password": PASSWORD})
-    assert_error(login, 403, "forbidden")
+    refused = assert_error(login, 401, "not_authenticated")
+    wrong = client.post("/api/v1/auth/login", json={"username": user["username"], "password": "not the password"})
+    assert (refused["detail"], refused["code"]) == (assert_error(wrong, 401)["detail"], "not_authenticated")
+    assert login.headers["www-authenticate"] == wrong.headers["www-authenticate"] == "Bearer"
 
     on = client.patch(f"/api/v1/users/{user['id']}", headers=auth.headers(admin), json={"is_active": True})
     assert on.status_code == 200 and on.json()["is_active"] is True

@@ -1,0 +1,76 @@
+"""The SQLite CJK search table (``records_cjk``) never holds a deleted record's text, and a
+rebuild refills it from the live records only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from common.database import Database
+from mobile_service.app import crud, records
+from mobile_service.app.schemas import RecordCreate
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("records_cjk exists on SQLite only")
+    database = Database(database_url)
+    await database.create_all()
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _cjk_body(db: Database, record_id: str) -> list[str]:
+    async with db.session() as session:
+        rows = await session.execute(
+            text("SELECT body FROM records_cjk WHERE rowid = (SELECT rowid FROM records WHERE id = :id)"),
+            {"id": record_id},
+        )
+        return [row[0] for row in rows]
+
+
+async def _search(db: Database, owner: str, q: str) -> list[str]:
+    async with db.session() as session:
+        page = await crud.search_page(session, crud.ListFilters(owner_id=owner), q, offset=0, limit=50)
+    return [r.id for r in page["data"]]
+
+
+async def test_deleted_records_leave_no_text_in_the_cjk_index_even_after_a_rebuild(db: Database) -> None:
+    owner = str(uuid.uuid4())
+    async with db.session() as session:
+        gone = await records.create_record(session, owner, RecordCreate(title="会议", content="秘密的会议纪要"))
+    async with db.session() as session:
+        kept = await records.create_record(session, owner, RecordCreate(title="周一", content="项目会议"))
+    assert await _cjk_body(db, gone.id)
+    assert sorted(await _search(db, owner, "会议")) == sorted([gone.id, kept.id])
+
+    async with db.session() as session:
+        await records.delete_record(session, owner, gone.id)
+    assert await _cjk_body(db, gone.id) == []
+    assert await _search(db, owner, "会议") == [kept.id]
+    assert await _search(db, owner, "秘密") == []
+
+    # A database from before (or a VACUUM that renumbered rowids): the tombstone still indexed,
+    # the live record not. The rebuild puts it right.
+    async with db.session() as session:
+        rowids = {
+            rid: (await session.execute(text("SELECT rowid FROM records WHERE id = :id"), {"id": rid})).scalar_one()
+            for rid in (gone.id, kept.id)
+        }
+        await session.execute(text("DELETE FROM records_cjk WHERE rowid = :r"), {"r": rowids[kept.id]})
+        await session.execute(
+            text("INSERT INTO records_cjk(rowid, body) VALUES (:r, '秘 密 x 会 议')"), {"r": rowids[gone.id]}
+        )
+        await session.commit()
+    async with db.session() as session:
+        assert await crud.rebuild_search_index(session) >= 1
+    assert await _cjk_body(db, gone.id) == []
+    assert await _cjk_body(db, kept.id) == ["周 一 x 项 目 会 议"]
+    assert await _search(db, owner, "会议") == [kept.id]
+    assert await _search(db, owner, "项目会议") == [kept.id]  # the trigram index was rebuilt too
