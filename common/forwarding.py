@@ -9,7 +9,10 @@ Two layers:
   ``upstream_timed_out`` → 504, ``upstream_failed`` → 502).
 - **The ASGI face** (``AsgiForwarder`` + ``install_forwarding``), in front of mobile_service. It
   streams both ways: the request body goes upstream as the client sends it (never buffered whole)
-  and the response goes back chunk by chunk as it arrives (SSE works). Its HTTP client is one
+  and the response goes back chunk by chunk as it arrives (SSE works). When the client leaves a
+  streamed answer, the upstream connection is closed at once so the upstream sees it too. Read
+  timeouts are per route (``ForwardRoute.long_running`` model calls get
+  ``ForwardingConfig.long_timeout_seconds``) and count silence, not total time. Its HTTP client is one
   shared aiohttp ``ClientSession``: measured in ``bench/bench_forward.py``, httpx's connection pool
   is several times slower under concurrency (its pool scans every connection per request).
 """

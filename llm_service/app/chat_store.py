@@ -8,6 +8,11 @@ Activity (create, rename, a message) refreshes every key of the session to ``CHA
 a persistent session has no expiry. The per-user index lives as long as its longest-lived session:
 it is persisted while the user has a persistent session and otherwise expires with the last
 activity. Reads are not activity. Another user's session id reads as missing (404).
+
+Bounds: a session holds at most ``CHAT_MAX_MESSAGES_PER_SESSION`` messages and a user at most
+``CHAT_MAX_SESSIONS_PER_USER`` sessions (409 beyond, checked before writing, so concurrent requests
+may pass a bound by a few). Hence the per-user index stays small and every scan of it is bounded.
+Messages are read as pages or as the tail (``LRANGE -N -1``), never the whole list.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from common.errors import NotFound
+from common.errors import Conflict, NotFound
 
 MAX_ID_LENGTH = 64
 
@@ -116,15 +121,20 @@ class ChatMessage:
 class ChatStore:
     """Chat sessions of every user in one Redis; every method is scoped to ``owner_id``."""
 
-    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, ttl_seconds: int, *, max_sessions: int = 200, max_messages: int = 1000
+    ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
+        self.max_sessions = max_sessions
+        self.max_messages = max_messages
 
     # ------------------------------------------------------------------ sessions
 
     async def create(
         self, owner_id: str, *, title: str, model: str, system_prompt: str | None, persistent: bool
     ) -> ChatSession:
+        await self._check_session_room(owner_id)
         now = _now()
         session = ChatSession(str(uuid.uuid4()), owner_id, title, model, system_prompt, persistent, now, now)
         await self._touch(session)
@@ -184,11 +194,68 @@ class ChatStore:
             await pipe.execute()
         await self._refresh_index_expiry(owner_id)
 
+    async def _check_session_room(self, owner_id: str) -> None:
+        """409 when the user already has ``max_sessions`` live sessions (expired ids are pruned first)."""
+        index_key = chat_index_key(owner_id)
+        if await self.redis.zcard(index_key) < self.max_sessions:
+            return
+        await self._prune_index(owner_id)
+        if await self.redis.zcard(index_key) >= self.max_sessions:
+            raise Conflict(
+                f"You already have {self.max_sessions} chat sessions (CHAT_MAX_SESSIONS_PER_USER); "
+                "delete one before creating another"
+            )
+
+    async def _prune_index(self, owner_id: str) -> list[str | None]:
+        """Drop the ids of expired sessions from the index; the ``persistent`` flags of those left.
+
+        The index holds at most about ``max_sessions`` ids (creation checks it), so this is bounded."""
+        index_key = chat_index_key(owner_id)
+        ids: list[str] = await self.redis.zrange(index_key, 0, -1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hget(chat_session_key(session_id), "persistent")
+            flags: list[str | None] = await pipe.execute()
+        gone = [sid for sid, flag in zip(ids, flags, strict=True) if flag is None]
+        if gone:
+            await self.redis.zrem(index_key, *gone)
+        return [flag for flag in flags if flag is not None]
+
     # ------------------------------------------------------------------ messages
 
-    async def messages(self, session_id: str) -> list[ChatMessage]:
-        raw: list[str] = await self.redis.lrange(chat_messages_key(session_id), 0, -1)
+    async def count(self, session_id: str) -> int:
+        return int(await self.redis.llen(chat_messages_key(session_id)))
+
+    async def check_room(self, session_id: str, needed: int) -> None:
+        """409 when ``needed`` more messages would not fit under ``max_messages``."""
+        if await self.count(session_id) + needed > self.max_messages:
+            raise Conflict(
+                f"This chat session is full ({self.max_messages} messages, CHAT_MAX_MESSAGES_PER_SESSION); "
+                "start a new session"
+            )
+
+    async def tail(self, session_id: str, n: int) -> list[ChatMessage]:
+        """The newest ``n`` messages, oldest first (``LRANGE -n -1``: never the whole history)."""
+        if n <= 0:
+            return []
+        raw: list[str] = await self.redis.lrange(chat_messages_key(session_id), -n, -1)
         return [ChatMessage.from_json(item) for item in raw]
+
+    async def page(self, session_id: str, *, before: int | None, limit: int) -> tuple[list[ChatMessage], int, int]:
+        """Messages with an index below ``before`` (default: the end), at most ``limit``, oldest first.
+
+        Returns ``(messages, index of the first one, total count)``. Indexes are positions in the
+        history (0 = first message); messages are never removed one by one, so they are stable."""
+        key = chat_messages_key(session_id)
+        total = int(await self.redis.llen(key))
+        end = total if before is None else max(0, min(before, total))
+        start = max(0, end - limit)
+        if end <= start:
+            return [], start, total
+        raw: list[str] = await self.redis.lrange(key, start, end - 1)
+        return [ChatMessage.from_json(item) for item in raw], start, total
 
     async def append(self, session: ChatSession, message: ChatMessage) -> ChatMessage:
         """Store a message at the end of the history; counts as activity on the session."""
@@ -224,21 +291,14 @@ class ChatStore:
             await pipe.execute()
 
     async def _refresh_index_expiry(self, owner_id: str) -> None:
-        """Recompute the index's expiry after a session stopped being persistent or was deleted."""
+        """Recompute the index's expiry after a session stopped being persistent or was deleted.
+
+        Bounded: the index holds at most about ``max_sessions`` ids."""
         index_key = chat_index_key(owner_id)
-        ids: list[str] = await self.redis.zrange(index_key, 0, -1)
-        if not ids:
+        flags = await self._prune_index(owner_id)
+        if not flags:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for session_id in ids:
-                pipe.hget(chat_session_key(session_id), "persistent")
-            flags = await pipe.execute()
-        gone = [sid for sid, flag in zip(ids, flags, strict=True) if flag is None]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if gone:
-                pipe.zrem(index_key, *gone)
-            if "1" in flags:
-                pipe.persist(index_key)
-            else:
-                pipe.expire(index_key, self.ttl)
-            await pipe.execute()
+        if "1" in flags:
+            await self.redis.persist(index_key)
+        else:
+            await self.redis.expire(index_key, self.ttl)
