@@ -27,8 +27,9 @@ from common.forwarding import (
     ForwardRoute,
     forward_request_headers,
     forward_response_headers,
+    read_timeout_for,
+    route_for,
     upstream_failed,
-    upstream_for,
     upstream_timed_out,
     upstream_unreachable,
     upstream_url,
@@ -98,9 +99,11 @@ class WsgiForwarder:
 
     def forward(self, request: Request, *, request_id: str, token: str | None = None) -> Response:
         """Forward ``request``; the answer streams back as the upstream sends it."""
-        service = upstream_for(request.path, self.routes)
-        if service is None:
+        route = route_for(request.path, self.routes)
+        if route is None:
             raise NotFound(f"No service serves {request.path}")
+        service = route.service
+        read_timeout = read_timeout_for(route, self.config.timeout_seconds, self.config.long_timeout_seconds)
         base_url = self.base_url(service)
         incoming = [(k, v) for k, v in request.headers.items() if k.lower() not in self.drop_request_headers]
         headers = forward_request_headers(
@@ -111,7 +114,9 @@ class WsgiForwarder:
         has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
         body = self._request_body(request) if has_body else None
         url = upstream_url(base_url, raw_request_path(request), request.query_string.decode("latin-1"))
-        exchange = stream_with_context(self._exchange(request.method, url, headers, body, service, base_url))
+        exchange = stream_with_context(
+            self._exchange(request.method, url, headers, body, service, base_url, read_timeout)
+        )
         upstream: httpx.Response = next(exchange)  # opens the upstream stream inside the generator
         response = Response(
             exchange,
@@ -145,12 +150,16 @@ class WsgiForwarder:
         body: Iterator[bytes] | None,
         service: str,
         base_url: str,
+        read_timeout: float,
     ) -> Iterator[Any]:
-        """Yields the upstream response first (status and headers), then its body chunks."""
-        with upstream_errors(service, base_url, self.config.timeout_seconds):
+        """Yields the upstream response first (status and headers), then its body chunks.
+        ``read_timeout`` is the longest silence allowed (model calls get the long one)."""
+        timeout = httpx.Timeout(read_timeout, connect=self.config.connect_timeout_seconds)
+        with upstream_errors(service, base_url, read_timeout):
             try:
                 upstream = self.client.send(
-                    self.client.build_request(method, url, headers=headers, content=body), stream=True
+                    self.client.build_request(method, url, headers=headers, content=body, timeout=timeout),
+                    stream=True,
                 )
             except RequestEntityTooLarge as exc:  # a chunked body ran over the limit mid-way
                 raise PayloadTooLarge("Request body too large") from exc

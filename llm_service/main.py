@@ -31,7 +31,7 @@ READY_PROBE_TIMEOUT_SECONDS = 3.0
 async def _open_provider(app: FastAPI) -> None:
     settings: LLMSettings = app.state.settings
     app.state.llm = LLMClient.from_settings(settings)
-    app.state.prompts = PromptStore(settings.prompts_dir)
+    app.state.prompts = PromptStore(settings.prompts_dir, check_seconds=settings.prompts_check_seconds)
 
 
 async def _close_provider(app: FastAPI) -> None:

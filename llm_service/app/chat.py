@@ -81,6 +81,7 @@ class ChatService:
         session = await self.store.get(owner_id, session_id)
         if len(content) > self.settings.chat_message_max_chars:
             raise PayloadTooLarge(f"content is longer than {self.settings.chat_message_max_chars} characters")
+        await self.store.check_room(session.id, 2)  # the question and its reply
         records_text = await self._records_text(owner_id, record_ids)
         if session.title == DEFAULT_TITLE:
             session.title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS] or DEFAULT_TITLE
@@ -91,10 +92,11 @@ class ChatService:
         """Ask again for the reply to the last user message (its reply failed or was cut)."""
         session = await self.store.get(owner_id, session_id)
         records_text = await self._records_text(owner_id, record_ids)
-        history = await self.store.messages(session.id)
+        history = await self.store.tail(session.id, self._context_window)
         last = history[-1] if history else None
         if last is None or (last.role == "assistant" and not last.incomplete):
             raise BadRequest("Nothing to retry: the last message already has a complete reply")
+        await self.store.check_room(session.id, 1)
         return await self._prepare(owner_id, session, records_text, history)
 
     async def _records_text(self, owner_id: str, record_ids: Sequence[str]) -> str | None:
@@ -116,7 +118,7 @@ class ChatService:
         history: list[ChatMessage] | None = None,
     ) -> PreparedTurn:
         if history is None:
-            history = await self.store.messages(session.id)
+            history = await self.store.tail(session.id, self._context_window)
         context = build_context(
             session.system_prompt or self.settings.chat_default_system_prompt,
             history,
@@ -125,6 +127,12 @@ class ChatService:
             records_text=records_text,
         )
         return PreparedTurn(owner_id, session, context)
+
+    @property
+    def _context_window(self) -> int:
+        """How many of the newest messages are read to build the context: the message cap, doubled
+        so that replies left out (incomplete ones) do not shrink it."""
+        return 2 * self.settings.chat_context_max_messages
 
     # ------------------------------------------------------------------ replies
 

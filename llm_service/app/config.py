@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from common.config import REPO_ROOT, Settings
 from common.errors import BadRequest
@@ -41,10 +41,17 @@ class LLMSettings(Settings):
     chat_message_max_chars: int = 32_000
     chat_system_prompt_max_chars: int = 8_000
     chat_list_max: int = 100
+    # Hard bounds (409 conflict beyond them): history per session (user messages and replies), live
+    # sessions per user. A session needs room for a question and its reply.
+    chat_max_messages_per_session: int = Field(default=1000, ge=2)
+    chat_max_sessions_per_user: int = Field(default=200, ge=1)
+    chat_page_default: int = 100  # messages of GET /chat/sessions/{id} without ?limit (newest first page)
+    chat_page_max: int = 500
     chat_default_system_prompt: str = "You are a helpful assistant for the user's notes and records."
 
     # Text tasks
     prompts_dir: str = str(PROMPTS_DIR)
+    prompts_check_seconds: float = 1.0  # a prompt file's mtime is checked at most this often
     text_max_chars: int = 100_000
     text_max_tags: int = 10
     text_tag_max_chars: int = 32

@@ -41,7 +41,12 @@ DatabaseDep = Annotated[Database, Depends(database)]
 
 
 def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:
-    return ChatStore(redis, settings.chat_ttl_seconds)
+    return ChatStore(
+        redis,
+        settings.chat_ttl_seconds,
+        max_sessions=settings.chat_max_sessions_per_user,
+        max_messages=settings.chat_max_messages_per_session,
+    )
 
 
 ChatStoreDep = Annotated[ChatStore, Depends(chat_store)]

@@ -51,6 +51,7 @@ from llm_service.app.usage import record_usage, usage_report
 # Every route needs a token (401) and Redis (503); the provider's routes add its failures.
 COMMON_ERRORS = error_responses(401, 503)
 PROVIDER_ERRORS = error_responses(400, 429, 502, 504)
+MAX_MESSAGE_INDEX = 10**9
 api = APIRouter(prefix="/api/v1", tags=["llm"], responses=COMMON_ERRORS)
 openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=COMMON_ERRORS)
 
@@ -60,7 +61,7 @@ MESSAGE_REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {}},
     },
     **PROVIDER_ERRORS,
-    **error_responses(404, 413),
+    **error_responses(404, 409, 413),
 }
 
 
@@ -87,7 +88,7 @@ def message_read(message: ChatMessage) -> ChatMessageRead:
     "/chat/sessions",
     status_code=status.HTTP_201_CREATED,
     response_model=ChatSessionRead,
-    responses=error_responses(400, 413),
+    responses=error_responses(400, 409, 413),
 )
 async def create_session(data: ChatSessionCreate, user: CurrentUser, chat: ChatServiceDep) -> ChatSessionRead:
     return session_read(await chat.create_session(user.id, data))
@@ -105,13 +106,25 @@ async def list_sessions(
 
 
 @api.get("/chat/sessions/{session_id}", response_model=ChatSessionDetail, responses=error_responses(404))
-async def read_session(session_id: str, user: CurrentUser, store: ChatStoreDep) -> ChatSessionDetail:
+async def read_session(
+    session_id: str,
+    user: CurrentUser,
+    store: ChatStoreDep,
+    settings: LLMSettingsDep,
+    before: Annotated[int | None, Query(ge=0, le=MAX_MESSAGE_INDEX, description="Messages with a lower index")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size (default CHAT_PAGE_DEFAULT)")] = None,
+) -> ChatSessionDetail:
+    """The session and one page of its history (oldest first); older pages with ``?before=messages_offset``."""
     session = await store.get(user.id, session_id)
-    messages = await store.messages(session.id)
+    size = min(limit or settings.chat_page_default, settings.chat_page_max)
+    messages, offset, total = await store.page(session.id, before=before, limit=size)
     return ChatSessionDetail(
         **session_read(session).model_dump(),
         system_prompt=session.system_prompt,
         messages=[message_read(m) for m in messages],
+        message_count=total,
+        messages_offset=offset,
+        has_more_messages=offset > 0,
     )
 
 

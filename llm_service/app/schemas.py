@@ -53,7 +53,11 @@ class ChatMessageRead(BaseModel):
 
 class ChatSessionDetail(ChatSessionRead):
     system_prompt: str | None
+    # One page of the history, oldest first: by default the newest ``CHAT_PAGE_DEFAULT`` messages.
     messages: list[ChatMessageRead]
+    message_count: int = Field(description="Messages in the whole history")
+    messages_offset: int = Field(description="Index (0 = first message) of messages[0]; pass it as ?before= for older")
+    has_more_messages: bool = Field(description="Older messages exist before this page")
 
 
 class ChatSessionList(BaseModel):
@@ -161,6 +165,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Well-formed but unusable input (bad_request)",
     401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
     404: "Missing, or not the caller's (not_found)",
+    409: "Over CHAT_MAX_SESSIONS_PER_USER or CHAT_MAX_MESSAGES_PER_SESSION (conflict)",
     413: "Body or text over its limit (payload_too_large)",
     429: "Too many calls; see Retry-After (rate_limited)",
     502: "The LLM provider failed (upstream_error)",

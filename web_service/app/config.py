@@ -23,6 +23,9 @@ class WebSettings(Settings):
 
     # Same-origin API: bodies up to this size are forwarded (image uploads; image_service has its own limit).
     api_max_body_bytes: int = 12 * 1024 * 1024
+    # Longest silence allowed from llm_service on model calls (chat, text, models, generations):
+    # its provider timeout × retries; other routes use UPSTREAM_TIMEOUT_SECONDS. Same as mobile_service.
+    forward_llm_timeout_seconds: float = 200.0
 
     # Static files: fingerprinted URLs are cached this long.
     static_max_age_seconds: int = 365 * 86400

@@ -31,6 +31,7 @@ def make_forwarder(settings: WebSettings) -> WsgiForwarder:
     config = ForwardingConfig(
         upstreams=upstreams,
         timeout_seconds=settings.upstream_timeout_seconds,
+        long_timeout_seconds=settings.forward_llm_timeout_seconds,
         connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
         max_connections=max(10, settings.web_threads * 2),
         max_body_bytes=settings.api_max_body_bytes,

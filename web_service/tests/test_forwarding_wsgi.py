@@ -61,6 +61,7 @@ def web(stub: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         SECRET_KEY=TEST_SECRET,
         LOG_DIR=str(tmp_path_factory.mktemp("web-logs")),
         UPSTREAM_TIMEOUT_SECONDS="1.5",
+        FORWARD_LLM_TIMEOUT_SECONDS="2.5",
         USER_SERVICE_URL=stub,
         LLM_SERVICE_URL=stub,
         IMAGE_SERVICE_URL=stub,
@@ -155,6 +156,9 @@ def test_browser_headers_stay_home_and_identity_passes(browser: httpx.Client) ->
 
 
 def test_slow_upstream_is_504_and_absent_upstream_is_503(browser: httpx.Client) -> None:
+    # Model routes may stay silent for FORWARD_LLM_TIMEOUT_SECONDS (2.5 s here), not the 1.5 s of others.
+    patient = browser.get("/api/v1/text/slow?seconds=2")
+    assert patient.status_code == 200
     slow = browser.get("/api/v1/text/slow?seconds=5", headers={"X-Request-ID": "trace-slow"})
     assert slow.status_code == 504
     assert slow.json()["code"] == "upstream_timeout" and slow.json()["request_id"] == "trace-slow"
