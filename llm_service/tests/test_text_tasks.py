@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from common.errors import ServiceUnavailable
 from llm_service.app.config import PROMPTS_DIR
+from llm_service.app.prompts import PromptStore
 from llm_service.app.text_tasks import parse_tags, parse_title
 
 NOTE = "Gardening diary: the tomatoes need water, the tomatoes need sun, basil grows next to the tomatoes."
@@ -61,8 +63,32 @@ def test_prompt_file_is_reread_when_it_changes(
         time.sleep(0.01)
         # The fake upstream answers by what the system prompt asks: now a title instead of a summary.
         (prompts / "summarize.txt").write_text("Write a title for the note, one line.")
+        # The file is checked at most once a second (PROMPTS_CHECK_SECONDS): the edit shows within that.
+        deadline = time.monotonic() + 5
         after = run(c, me, "summarize").json()["result"]
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = run(c, me, "summarize").json()["result"]
         assert after != before and after.startswith('"Gardening diary')
+
+
+def test_prompt_file_is_checked_at_most_once_per_interval(tmp_path: Path) -> None:
+    now = [100.0]
+    (tmp_path / "tags.txt").write_text("first version\n")
+    store = PromptStore(tmp_path, check_seconds=1.0, clock=lambda: now[0])
+    assert store.get("tags") == "first version"
+    (tmp_path / "tags.txt").write_text("second version, longer")
+    now[0] += 0.5
+    assert store.get("tags") == "first version"  # within the interval: the cached text, no disk access
+    (tmp_path / "tags.txt").unlink()
+    assert store.get("tags") == "first version"
+    now[0] += 1.0
+    with pytest.raises(ServiceUnavailable):  # checked again: the file is gone
+        store.get("tags")
+    (tmp_path / "tags.txt").write_text("third version")
+    assert store.get("tags") == "third version"
+    now[0] += 5
+    assert store.get("tags") == "third version"  # unchanged file: stat-ed, not re-read
 
 
 @pytest.mark.parametrize(
