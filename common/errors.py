@@ -1,12 +1,17 @@
 """Typed errors and the one error shape of SPEC §4.
 
 Logic raises these; the app factories turn them into
-``{"detail": ..., "code": ..., "request_id": ...}``.
+``{"detail": ..., "code": ..., "request_id": ...}``. ``ErrorBody`` and ``error_responses`` are
+that shape as OpenAPI documents it (one definition for every FastAPI service).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 STATUS_CODES: dict[int, str] = {
     400: "bad_request",
@@ -115,3 +120,33 @@ class UpstreamTimeout(AppError):
 
 class ServiceUnavailable(AppError):
     status_code, code, default_detail = 503, "service_unavailable", "A dependency is unavailable"
+
+
+# ---------------------------------------------------------------------------- OpenAPI
+
+
+class ErrorBody(BaseModel):
+    """The SPEC §4 error shape, as /docs shows it (the app factory's handlers make it)."""
+
+    detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
+    code: str = Field(description="Machine code, e.g. not_found, invalid_token, upstream_error, unsupported_media_type")
+    request_id: str
+
+
+# Wording shared by every service; a service adds or overrides its own (``error_responses_with``).
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
+    404: "Missing, or not the caller's (not_found)",
+}
+
+ErrorResponses = dict[int | str, dict[str, Any]]
+
+
+def error_responses(*statuses: int, descriptions: Mapping[int, str] = ERROR_DESCRIPTIONS) -> ErrorResponses:
+    """OpenAPI ``responses`` documenting the SPEC §4 errors a route may answer."""
+    return {status: {"model": ErrorBody, "description": descriptions[status]} for status in statuses}
+
+
+def error_responses_with(descriptions: Mapping[int, str]) -> Callable[..., ErrorResponses]:
+    """``error_responses`` with a service's own descriptions on top of the shared ones."""
+    return partial(error_responses, descriptions={**ERROR_DESCRIPTIONS, **descriptions})

@@ -177,6 +177,8 @@ def test_large_uploads_and_downloads_pass_through_mobile_service(suite: Suite, i
     content = httpx.get(f"{base}{created.json()['url']}", headers=bearer(token))
     assert hashlib.sha256(content.content).hexdigest() == created.json()["sha256"]
     assert Image.open(io.BytesIO(content.content)).tobytes() == noise.tobytes()  # lossless PNG kept
+    again = upload(base, token, buffer.getvalue(), "noise-again.png")  # SPEC §8: a duplicate is 201 too
+    assert again.status_code == 201 and again.json() == created.json()
     too_big = upload(base, token, b"\xff" * (11 * MB), "big.jpg")
     assert too_big.status_code == 413 and too_big.json()["code"] == "payload_too_large"
 

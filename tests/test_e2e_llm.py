@@ -264,5 +264,12 @@ def test_mobile_summarize_stores_a_summary_and_chat_goes_through_mobile(suite: A
         ) as r:
             assert r.status_code == 200
             events = list(sse_events(r.iter_lines()))
+        # The history is paginated, query string passed on by the forwarding: newest page first.
+        url = f"/api/v1/chat/sessions/{session.json()['id']}"
+        newest = mobile.get(url, params={"limit": 1}, headers=me).json()
+        assert newest["message_count"] == 2 and newest["has_more_messages"] is True
+        assert [m["role"] for m in newest["messages"]] == ["assistant"]
+        older = mobile.get(url, params={"before": newest["messages_offset"]}, headers=me).json()
+        assert [m["role"] for m in older["messages"]] == ["user"] and older["has_more_messages"] is False
     assert events[-1][0] == "done"
     assert "Basil grows well" in "".join(d["content"] for n, d in events if n == "delta")

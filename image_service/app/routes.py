@@ -55,14 +55,13 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     response_model=ImageRead,
     openapi_extra=UPLOAD_OPENAPI,
     responses={
-        200: {"model": ImageRead, "description": "The same bytes were uploaded before: the existing image"},
+        201: {"description": "The new image, or the existing one when the same bytes were uploaded before"},
         **error_responses(400, 404, 413, 415),
     },
-    summary="Upload an image (201 new; 200 when the same bytes were already uploaded)",
+    summary="Upload an image (201, also when the same bytes were already uploaded: the existing image)",
 )
 async def upload_image(
     request: Request,
-    response: Response,
     caller: CurrentUser,
     session: SessionDep,
     ctx: ImagesDep,
@@ -70,11 +69,10 @@ async def upload_image(
     scratch = ctx.storage.temp_file()
     try:
         upload = await receive_upload(request, scratch, ctx.settings.image_max_bytes)
-        image, created = await images.store_upload(session, ctx, caller.id, upload)
+        # SPEC §8: always 201; a duplicate (same bytes, same owner) answers the existing image.
+        image, _created = await images.store_upload(session, ctx, caller.id, upload)
     finally:
         scratch.unlink(missing_ok=True)
-    if not created:
-        response.status_code = status.HTTP_200_OK
     return ImageRead.of(image)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 
+from common.errors import error_responses_with
 from common.models.image import GenerationResult, GenerationTask, Image
 
 API_PREFIX = "/api/v1"
@@ -113,18 +113,9 @@ class RatingUpdate(BaseModel):
     rating: int = Field(ge=1, le=5)
 
 
-class ErrorBody(BaseModel):
-    """The SPEC §4 error shape, as /docs shows it (the app factory's handlers make it)."""
-
-    detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
-    code: str = Field(description="Machine code, e.g. not_found, invalid_token, unsupported_media_type")
-    request_id: str
-
-
+# This service's wording of the SPEC §4 errors (401/404 come from common.errors).
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Well-formed but unusable input, e.g. a malformed multipart body (bad_request)",
-    401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
-    404: "Missing, or not the caller's (not_found)",
     409: "Not possible in the task's or result's current state (conflict)",
     413: "Over IMAGE_MAX_BYTES, or more pixels than IMAGE_MAX_PIXELS (payload_too_large)",
     415: "Not a JPEG, PNG, WebP or GIF, judged by content (unsupported_media_type)",
@@ -132,7 +123,4 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "Redis, the storage or the image provider is down or unconfigured (service_unavailable)",
 }
 
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` documenting the SPEC §4 errors a route may answer."""
-    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+error_responses = error_responses_with(ERROR_DESCRIPTIONS)

@@ -155,6 +155,20 @@ def test_the_schema_documents_the_error_shape_and_the_optional_token_of_image_by
     for path in ("/api/v1/images/{image_id}/content", "/api/v1/images/{image_id}/thumbnail"):
         assert document["paths"][path]["get"]["security"] == [{"HTTPBearer": []}, {}]
     assert document["paths"]["/api/v1/images/{image_id}"]["get"]["security"] == [{"HTTPBearer": []}]
+    # SPEC §8: one status for an upload (a duplicate is a 201 with the existing image, never a 200).
+    assert "200" not in document["paths"]["/api/v1/images"]["post"]["responses"]
+
+
+def test_the_error_shape_is_the_one_of_common_errors() -> None:
+    from common.errors import ErrorBody
+    from image_service.app import schemas
+
+    assert not hasattr(schemas, "ErrorBody")  # one definition, in common/errors.py
+    documented = schema.raw_schema["components"]["schemas"]["ErrorBody"]
+    assert documented == ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schema.raw_schema["paths"]["/api/v1/images/{image_id}"]["get"]["responses"]["404"]["description"] == (
+        "Missing, or not the caller's (not_found)"
+    )
 
 
 def test_an_offset_beyond_the_database_integer_range_is_a_422_not_a_500(

@@ -83,8 +83,11 @@ def test_same_bytes_again_return_the_existing_image(client: TestClient, issue_to
     data = png_bytes((30, 20), (1, 2, 3))
     first = upload(client, token, data, "a.png")
     second = upload(client, token, data, "renamed.png")
-    assert first.status_code == 201 and second.status_code == 200
-    assert second.json()["id"] == first.json()["id"]
+    # SPEC §8: POST /images → 201, a duplicate too, with the existing image (the same body).
+    assert first.status_code == 201 and second.status_code == 201
+    assert second.json() == first.json()
+    listed = client.get("/api/v1/images", headers={"Authorization": f"Bearer {token}"}).json()
+    assert listed["total_count"] == 1
     other_user = upload(client, issue_token(), data, "a.png")
     assert other_user.status_code == 201 and other_user.json()["id"] != first.json()["id"]
 

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import redis.asyncio as aioredis
 
 from common.errors import Conflict, NotFound
 
 MAX_ID_LENGTH = 64
+# Pages bigger than this (in characters of JSON) are parsed in a worker thread, off the event loop.
+PARSE_IN_THREAD_CHARS = 256 * 1024
 
 
 def chat_session_key(session_id: str) -> str:
@@ -116,6 +119,17 @@ class ChatMessage:
             created_at=datetime.fromisoformat(data["created_at"]),
             incomplete=bool(data.get("incomplete")),
         )
+
+
+def _parse_all(raw: list[str]) -> list[ChatMessage]:
+    return [ChatMessage.from_json(item) for item in raw]
+
+
+async def _parse_messages(raw: list[str]) -> list[ChatMessage]:
+    """Parse stored messages; a large batch in a worker thread so other requests keep being served."""
+    if sum(len(item) for item in raw) > PARSE_IN_THREAD_CHARS:
+        return await anyio.to_thread.run_sync(_parse_all, raw)
+    return _parse_all(raw)
 
 
 class ChatStore:
@@ -241,7 +255,7 @@ class ChatStore:
         if n <= 0:
             return []
         raw: list[str] = await self.redis.lrange(chat_messages_key(session_id), -n, -1)
-        return [ChatMessage.from_json(item) for item in raw]
+        return await _parse_messages(raw)
 
     async def page(self, session_id: str, *, before: int | None, limit: int) -> tuple[list[ChatMessage], int, int]:
         """Messages with an index below ``before`` (default: the end), at most ``limit``, oldest first.
@@ -255,7 +269,7 @@ class ChatStore:
         if end <= start:
             return [], start, total
         raw: list[str] = await self.redis.lrange(key, start, end - 1)
-        return [ChatMessage.from_json(item) for item in raw], start, total
+        return await _parse_messages(raw), start, total
 
     async def append(self, session: ChatSession, message: ChatMessage) -> ChatMessage:
         """Store a message at the end of the history; counts as activity on the session."""

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.errors import error_responses_with
+
 # Hard ceilings of the schema; the tighter, configurable limits are checked in the logic.
 TITLE_MAX = 200
 MODEL_MAX = 128
@@ -153,18 +155,9 @@ def usage_read(usage: Any) -> UsageRead | None:
     return None if usage is None else UsageRead(**usage.as_dict())
 
 
-class ErrorBody(BaseModel):
-    """The SPEC §4 error shape, as /docs shows it (the app factory's handlers make it)."""
-
-    detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
-    code: str = Field(description="Machine code, e.g. not_found, invalid_token, upstream_error")
-    request_id: str
-
-
+# This service's wording of the SPEC §4 errors (401/404 come from common.errors).
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Well-formed but unusable input (bad_request)",
-    401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
-    404: "Missing, or not the caller's (not_found)",
     409: "Over CHAT_MAX_SESSIONS_PER_USER or CHAT_MAX_MESSAGES_PER_SESSION (conflict)",
     413: "Body or text over its limit (payload_too_large)",
     429: "Too many calls; see Retry-After (rate_limited)",
@@ -173,7 +166,4 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     504: "The LLM provider timed out (upstream_timeout)",
 }
 
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` documenting the SPEC §4 errors a route may answer."""
-    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+error_responses = error_responses_with(ERROR_DESCRIPTIONS)

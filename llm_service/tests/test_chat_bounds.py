@@ -101,3 +101,16 @@ def test_context_reads_only_the_tail_of_a_long_history(
         assert sent[0] == {"role": "system", "content": "Short."}
         assert [m["content"] for m in sent[1:]][-1] == "[[echo]]" and len(sent) == 1 + 3
         assert "turn 0" not in json.dumps(sent)
+
+
+def test_a_large_page_is_read_whole(client: TestClient, auth_headers: Callable[..., dict[str, str]]) -> None:
+    """A page over PARSE_IN_THREAD_CHARS is parsed in a worker thread; the answer is the same."""
+    me = auth_headers()
+    sid = new_session(client, me)
+    for i in range(9):
+        assert send(client, me, sid, f"long note {i} " + "x" * 30_000).status_code == 200
+    detail = client.get(f"/api/v1/chat/sessions/{sid}", params={"limit": 18}, headers=me).json()
+    assert detail["message_count"] == 18 and detail["messages_offset"] == 0
+    users = [m["content"] for m in detail["messages"] if m["role"] == "user"]
+    assert [u.split(" x")[0] for u in users] == [f"long note {i}" for i in range(9)]
+    assert sum(len(u) for u in users) > 256 * 1024

@@ -185,6 +185,18 @@ def test_the_schema_documents_the_error_shape_and_the_text_tasks() -> None:
     text = document["paths"]["/api/v1/text/{task}"]["post"]
     assert {"401", "404", "413", "429", "502", "503", "504"} <= set(text["responses"])
     assert text["parameters"][0]["schema"]["enum"] == ["summarize", "tags", "title", "polish"]
+    # The chat bounds (CHAT_MAX_*) are documented as 409 where they apply.
+    assert "409" in document["paths"]["/api/v1/chat/sessions"]["post"]["responses"]
+    assert "409" in document["paths"]["/api/v1/chat/sessions/{session_id}/messages"]["post"]["responses"]
+
+
+def test_the_error_shape_is_the_one_of_common_errors() -> None:
+    from common.errors import ErrorBody
+    from llm_service.app import schemas
+
+    assert not hasattr(schemas, "ErrorBody")  # one definition, in common/errors.py
+    documented = schema.raw_schema["components"]["schemas"]["ErrorBody"]
+    assert documented == ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
 def test_record_ids_with_nul_or_too_long_are_refused_by_messages_and_retries(
