@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:31:01.493285+00:00
+Create Date: 2026-11-23 12:25:12.851541+00:00
 """
 
 from collections.abc import Sequence
