@@ -166,6 +166,14 @@ def busy_ports(services: list[str]) -> list[tuple[str, str, int]]:
 
 
 def create_tables(database_url: str) -> None:
+    """SQLite: create missing tables. PostgreSQL: Alembic migrations to head (under the schema
+    lock), adopting a database that ``create_all`` made earlier when it matches the models."""
+    if not database_url.startswith("sqlite"):
+        from common.migrations import upgrade_to_head
+
+        upgrade_to_head(database_url)
+        return
+
     from common.database import Database
 
     async def _run() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastcrud import FastCRUD
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +20,12 @@ async def release_connection(session: AsyncSession) -> None:
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    """The user with this id; None for anything that is not a UUID (never sent to the database:
+    PostgreSQL refuses e.g. NUL characters that SQLite would accept)."""
+    try:
+        uuid.UUID(user_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
     return await session.get(User, user_id)
 
 
