@@ -24,60 +24,19 @@ from schemathesis.auths import set_on_case
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.config import load_settings
 from llm_service.app.config import LLMSettings
 from llm_service.main import build_app
+from tests.fuzz_support import assert_error_shape, fuzz_schema
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 
-class ForwardingApp:
-    """The ASGI app schemathesis calls: forwards to the app the module fixture built."""
-
-    def __init__(self) -> None:
-        self.target: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.target is not None, "the llm_app fixture has not built the app yet"
-        await self.target(scope, receive, send)
-
-
-served = ForwardingApp()
-schema = schemathesis.openapi.from_dict(
-    # Only its schema is read: development settings, whatever the environment says.
+# Only its schema is read: development settings, whatever the environment says.
+schema, served, FixtureToken = fuzz_schema(
     build_app(load_settings(LLMSettings, "llm_service", env="development"), configure_logging=False).openapi()
 )
-schema.app = served
-
-
-class FixtureToken:
-    """Schemathesis' auth provider: the real access token the ``bearer`` fixture minted. Set on
-    every case except those that drop or spoil the token on purpose (negative auth tests); the
-    coverage phase's cases are made at collection, before any fixture, so the test sets it again."""
-
-    current: str | None = None
-
-    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str | None:
-        return FixtureToken.current
-
-    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
-
-
-schema.auth(refresh_interval=None)(FixtureToken)
-
-
-def assert_error_shape(response: schemathesis.Response) -> None:
-    """SPEC §4: every error answers ``{detail, code, request_id}`` with the request id echoed."""
-    if response.status_code < 400:
-        return
-    body = response.json()
-    assert isinstance(body, dict), body
-    assert {"detail", "code", "request_id"} <= body.keys(), body
-    assert isinstance(body["code"], str) and body["code"], body
-    assert body["request_id"] == response.headers["x-request-id"][0], (body, response.headers)
 
 
 # Limits tighter than the schema, set in LLMSettings (CHAT_MAX_RECORD_IDS, CHAT_MESSAGE_MAX_CHARS, ...).

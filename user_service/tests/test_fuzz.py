@@ -17,21 +17,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python.asgi import shutdown_lifespans
 
 from common.config import load_settings
+from tests.fuzz_support import assert_error_shape
 from user_service.app.config import UserSettings
 from user_service.main import build_app
 from user_service.tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
 
 EXAMPLES_PER_OPERATION = 20
-
-
-def assert_error_shape(response: schemathesis.Response) -> None:
-    if response.status_code < 400:
-        return
-    body = response.json()
-    assert isinstance(body, dict), body
-    assert {"detail", "code", "request_id"} <= body.keys(), body
-    assert isinstance(body["code"], str) and body["code"], body
-    assert body["request_id"] == response.headers.get("x-request-id", [None])[0], (body, response.headers)
 
 
 @pytest.fixture(scope="module")
