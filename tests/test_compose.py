@@ -297,20 +297,9 @@ def _map_hosts(value: str, hosts: dict[str, str], known: set[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def llm_upstream(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The project's canned OpenAI-protocol upstream (the root fixture when there is one)."""
-    try:
-        yield request.getfixturevalue("fake_llm_url")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    port = free_port()
-    proc = popen_child([sys.executable, "-m", "devtools.fake_llm", "--host", "127.0.0.1", "--port", str(port)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{port}/health"):
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/v1"
-    stop_process(proc, grace=3.0)
+def llm_upstream(fake_llm_url: str) -> str:
+    """The project's canned OpenAI-protocol upstream (the root conftest starts it)."""
+    return fake_llm_url
 
 
 def _answers(url: str) -> bool:
