@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from common.config import REPO_ROOT, SERVICE_PORTS, Settings, load_settings
 from common.local_redis import LocalRedis, provide_redis
-from common.processes import descendants, free_port, popen_child, stop_process
+from common.processes import descendants, free_port, popen_child, service_healthy, stop_process
 from common.security import encode_token
 
 TEST_SECRET = "test-secret-key-for-the-test-run-only-0123456789abcdef"
@@ -322,14 +321,6 @@ def processes_with_env(key: str, value: str) -> list[int]:
     return found
 
 
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def launch_suite(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, make_database_url: Callable[[], str]
@@ -386,11 +377,11 @@ def launch_suite(
         if wait:
             started = list(services) or list(SERVICE_PORTS)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not all(healthy(suite.url(s)) for s in started):
+            while time.monotonic() < deadline and not all(service_healthy(suite.url(s)) for s in started):
                 if proc.poll() is not None:
                     raise AssertionError(f"launcher exited {proc.returncode}:\n{suite.text()[-5000:]}")
                 time.sleep(0.2)
-            assert all(healthy(suite.url(s)) for s in started), f"suite not healthy:\n{suite.text()[-5000:]}"
+            assert all(service_healthy(suite.url(s)) for s in started), f"suite not healthy:\n{suite.text()[-5000:]}"
         return suite
 
     yield _launch
@@ -409,12 +400,12 @@ def fake_llm_url() -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not healthy(base):
+    while time.monotonic() < deadline and not service_healthy(base):
         if proc.poll() is not None:
             raise AssertionError(f"devtools.fake_llm exited with {proc.returncode}")
         time.sleep(0.1)
     try:
-        assert healthy(base), "devtools.fake_llm did not answer /health"
+        assert service_healthy(base), "devtools.fake_llm did not answer /health"
         yield f"{base}/v1"
     finally:
         stop_process(proc, grace=3.0)

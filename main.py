@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from common.cache import redact_url  # noqa: E402
 from common.config import ROOT_ENV, SERVICE_PORTS, Settings, ensure_root_env, load_settings  # noqa: E402
 from common.local_redis import LocalRedis, parse_probe, provide_redis  # noqa: E402
-from common.processes import free_port, kill_group, popen_child, port_is_free, stop_process  # noqa: E402
+from common.processes import free_port, kill_group, popen_child, port_is_free, service_healthy, stop_process  # noqa: E402
 
 # The services `python main.py` starts, in start order.
 SERVICES: list[str] = ["user_service", "mobile_service", "llm_service", "image_service", "web_service"]
@@ -126,14 +125,6 @@ class Child:
             with _print_lock:
                 print(prefix + line, flush=True)
         proc.stdout.close()
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------ configuration
@@ -328,7 +319,7 @@ class Launcher:
         self.fake_llm = child
         deadline = time.monotonic() + 20
         while not self.stopping.is_set() and time.monotonic() < deadline and child.exit_code() is None:
-            if healthy(child.url):
+            if service_healthy(child.url):
                 break
             time.sleep(0.1)
         env["LLM_BASE_URL"] = f"{child.url}/v1"
@@ -348,7 +339,7 @@ class Launcher:
         timeout = self.settings.launcher_health_timeout_seconds
         while pending and not self.stopping.is_set() and time.monotonic() - start < timeout:
             for name, child in list(pending.items()):
-                if healthy(child.url):
+                if service_healthy(child.url):
                     took[name] = f"{time.monotonic() - child.started_at:.1f}s"
                     del pending[name]
                 elif child.exit_code() is not None:
@@ -368,7 +359,7 @@ class Launcher:
         if self.redis is not None:
             extras.append(("redis", redact_url(self.redis.url), self.redis.source, "ok", ""))  # no password
         if self.fake_llm is not None:
-            status = "healthy" if healthy(self.fake_llm.url) else "NOT READY"
+            status = "healthy" if service_healthy(self.fake_llm.url) else "NOT READY"
             extras.append((FAKE_LLM_NAME, f"{self.fake_llm.url}/v1", "CANNED replies (no LLM_API_KEY)", status, ""))
         return extras
 

@@ -190,6 +190,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
 
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """CORSMiddleware options from ``CORS_ORIGINS`` (the app and the forwarding proxy share them)."""
+    return {
+        "allow_origins": settings.cors_origin_list,
+        "allow_credentials": True,
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": [REQUEST_ID_HEADER],
+    }
+
+
 def create_app(
     settings: Settings,
     *,
@@ -256,14 +267,7 @@ def create_app(
     app.state.clients = {}
     install_error_handlers(app)
     if settings.cors_origin_list:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origin_list,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER],
-        )
+        app.add_middleware(CORSMiddleware, **cors_options(settings))
     app.add_middleware(RequestContextMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/health", tags=["ops"])

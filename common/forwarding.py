@@ -442,21 +442,13 @@ def install_forwarding(app: Any, config: ForwardingConfig) -> AsgiForwarder:
     returns the forwarder, whose ``open``/``aclose`` the caller runs in the app's lifespan."""
     from starlette.middleware.cors import CORSMiddleware
 
-    from common.app_factory import RequestContextMiddleware
-    from common.observability import REQUEST_ID_HEADER
+    from common.app_factory import RequestContextMiddleware, cors_options
 
     settings = app.state.settings
     forwarder = AsgiForwarder(config)
     forward_app: ASGIApp = forwarder
     if settings.cors_origin_list:
-        forward_app = CORSMiddleware(
-            forward_app,
-            allow_origins=settings.cors_origin_list,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER],
-        )
+        forward_app = CORSMiddleware(forward_app, **cors_options(settings))
     forward_app = RequestContextMiddleware(
         forward_app, service=settings.service_name, max_body_bytes=config.max_body_bytes
     )

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,3 +157,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def service_healthy(base_url: str, timeout: float = 1.0) -> bool:
+    """True when ``<base_url>/health`` answers 200 (the launcher's and the tests' probe)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -302,13 +302,6 @@ def llm_upstream(fake_llm_url: str) -> str:
     return fake_llm_url
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def compose_run(
     compose: dict[str, Any],

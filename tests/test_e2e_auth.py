@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.processes import port_is_free, process_group_members
-from conftest import Suite, healthy
+from common.processes import port_is_free, process_group_members, service_healthy
+from conftest import Suite
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +76,7 @@ def test_all_five_services_are_healthy_and_listed_in_the_ready_table(suite: Suit
     table = lines[header : header + 12]
     for name in SERVICES:
         url = suite.url(name)
-        assert healthy(url)
+        assert service_healthy(url)
         row = next((line for line in table if line.startswith(name)), None)
         assert row is not None, "\n".join(table)
         docs = f"{url}/" if name == "web_service" else f"{url}/docs"
@@ -103,7 +103,7 @@ def test_killed_children_are_restarted_and_healthy_again(suite: Suite) -> None:
 
     def restarted(name: str) -> bool:
         try:
-            return suite.pid_of(name) != old[name] and healthy(suite.url(name))
+            return suite.pid_of(name) != old[name] and service_healthy(suite.url(name))
         except AssertionError:
             return False
 

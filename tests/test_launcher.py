@@ -18,8 +18,8 @@ import pytest
 from dotenv import dotenv_values
 
 from common.config import REPO_ROOT
-from common.processes import free_port, popen_child, port_answers, port_is_free, stop_process
-from conftest import Suite, healthy
+from common.processes import free_port, popen_child, port_answers, port_is_free, service_healthy, stop_process
+from conftest import Suite
 from tests.test_e2e_auth import assert_logout_revokes_the_token_at_mobile_service, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -185,7 +185,7 @@ def test_a_crash_loop_is_given_up_loudly_while_the_others_keep_running(
 
     time.sleep(1.0)  # the launcher stays up for the healthy service ...
     assert suite.proc.poll() is None
-    assert healthy(suite.url("user_service"))
+    assert service_healthy(suite.url("user_service"))
     assert len(runs.read_text().splitlines()) == 3  # ... and does not try the given-up one again
     assert suite.stop() == 0
     assert_nothing_left(suite)
@@ -257,7 +257,7 @@ def test_a_killed_launcher_leaves_nothing_behind(launch_suite: Callable[..., Sui
     children = suite.child_pids()
     assert redis_pid in children
     assert len(children) >= 5  # three services, a gunicorn worker, redis-server (and the canned LLM)
-    assert healthy(suite.url("web_service"))
+    assert service_healthy(suite.url("web_service"))
 
     suite.proc.send_signal(signal.SIGKILL)  # no chance to stop anything itself
     suite.wait_exit(10)

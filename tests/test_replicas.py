@@ -24,7 +24,7 @@ import pytest
 
 from common.config import REPO_ROOT
 from common.migrations import upgrade_to_head
-from common.processes import free_port, popen_child, stop_process
+from common.processes import free_port, popen_child, service_healthy, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -53,13 +53,6 @@ class Deployment:
     llm: str  # the balancer in front of the llm_service replicas
     mobile_replicas: list[str]
     llm_replicas: list[str]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +125,11 @@ def deployment(
         )
         start("llm_rr", balancer("llm", [url["llm_a"], url["llm_b"]], ports["llm_rr"]), ports["llm_rr"])
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and not all(_healthy(p.url) for p in processes):
+        while time.monotonic() < deadline and not all(service_healthy(p.url) for p in processes):
             for p in processes:
                 assert p.proc.poll() is None, f"{p.name} exited {p.proc.returncode}:\n{''.join(p.log[-40:])}"
             time.sleep(0.2)
-        assert all(_healthy(p.url) for p in processes), "replicas did not start"
+        assert all(service_healthy(p.url) for p in processes), "replicas did not start"
         yield Deployment(
             user=url["user"],
             mobile=url["mobile_rr"],
