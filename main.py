@@ -40,8 +40,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 REPO_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -77,6 +75,14 @@ class LauncherSettings(Settings):
     launcher_max_backoff_seconds: float = 30.0
     # Where a Redis may already answer ("host:port"); "off" skips the probe (SPEC §9 order).
     local_redis_probe: str = "127.0.0.1:6379"
+    # Interpreter per service (a venv or conda python); unset: this launcher's own.
+    user_service_python: str | None = None
+    mobile_service_python: str | None = None
+    llm_service_python: str | None = None
+    image_service_python: str | None = None
+    web_service_python: str | None = None
+    # The provider key, read for llm_service (its .env counts): with none, the canned upstream starts.
+    llm_api_key: str | None = None
 
 
 def say(message: str) -> None:
@@ -130,21 +136,19 @@ class Child:
 # ------------------------------------------------------------------ configuration
 
 
-def configured(key: str, service: str | None = None) -> str | None:
-    """A key set in the process environment, ``<service>/.env`` or the root ``.env`` (not a default)."""
-    if os.environ.get(key):
-        return os.environ[key]
-    files = [REPO_ROOT / service / ".env"] if service else []
-    for path in [*files, ROOT_ENV]:
-        value = dotenv_values(path).get(key) if path.exists() else None
-        if value:
-            return value
-    return None
+def configured_redis_url(settings: LauncherSettings) -> str | None:
+    """REDIS_URL when the environment or the root ``.env`` sets it (not the built-in default)."""
+    return settings.redis_url if "redis_url" in settings.model_fields_set else None
 
 
-def interpreter_for(service: str) -> str:
+def llm_key_configured() -> bool:
+    """An LLM_API_KEY in the environment, ``llm_service/.env`` or the root ``.env``."""
+    return bool(load_settings(LauncherSettings, "llm_service").llm_api_key)
+
+
+def interpreter_for(settings: LauncherSettings, service: str) -> str:
     """``<SERVICE>_PYTHON`` (env or root ``.env``), else this launcher's interpreter."""
-    return configured(f"{service.upper()}_PYTHON") or sys.executable
+    return getattr(settings, f"{service}_python", None) or sys.executable
 
 
 def busy_ports(services: list[str]) -> list[tuple[str, str, int]]:
@@ -255,7 +259,7 @@ class Launcher:
         """Everything that can be wrong before a process is started: bad interpreters, busy ports."""
         problems = []
         for name in self.services:
-            python = interpreter_for(name)
+            python = interpreter_for(self.settings, name)
             if shutil.which(python) is None:
                 problems.append(f"{name.upper()}_PYTHON={python} is not an executable interpreter")
         for name, host, port in busy_ports(self.services):
@@ -267,7 +271,9 @@ class Launcher:
 
     def _run(self) -> int:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.redis = provide_redis(configured("REDIS_URL"), probe=parse_probe(self.settings.local_redis_probe))
+        self.redis = provide_redis(
+            configured_redis_url(self.settings), probe=parse_probe(self.settings.local_redis_probe)
+        )
         env["REDIS_URL"] = self.redis.url
         say(f"redis: {self.redis.source}")
         if any(s in self.services for s in LLM_CLIENTS):
@@ -284,7 +290,7 @@ class Launcher:
             settings = load_settings(Settings, name)
             child = Child(
                 name=name,
-                argv=[interpreter_for(name), str(REPO_ROOT / name / "main.py")],
+                argv=[interpreter_for(self.settings, name), str(REPO_ROOT / name / "main.py")],
                 env=env,
                 url=f"http://{settings.host}:{settings.port}",
                 colour=COLOURS[index % len(COLOURS)],
@@ -303,7 +309,7 @@ class Launcher:
 
     def _maybe_start_fake_llm(self, env: dict[str, str]) -> None:
         """Start the project's OpenAI-protocol upstream when no provider key is configured."""
-        if configured("LLM_API_KEY", "llm_service"):
+        if llm_key_configured():
             return
         if not (REPO_ROOT / Path(*FAKE_LLM_MODULE.split("."))).with_suffix(".py").exists():
             return
