@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = 2.0
     shutdown_grace_seconds: int = 10
 
+    # Process: the garbage collector's first threshold in a served process (0 keeps Python's 700;
+    # see ``common.app_factory.tune_garbage_collector``).
+    gc_gen0_threshold: int = Field(default=20_000, ge=0)
+
     version: str = Field(default="0.1.0")
 
     @model_validator(mode="after")

@@ -15,18 +15,43 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 user_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("user_id", default="-")
 
 
+CONSOLE_FORMAT = "%(asctime)s %(levelname)-5s %(name)s [%(request_id)s] %(message)s"
+
+
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
 
 
-class JsonFormatter(logging.Formatter):
+class FormatOnce(logging.Formatter):
+    """A formatter shared by several handlers formats each record once: the console and the log
+    file (and the file's rotation check) reuse the text. The access log writes a line per
+    request, so this is on every request's path."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_formatted")
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        text = self.format_record(record)
+        record.__dict__["_formatted"] = (self, text)
+        return text
+
+    def format_record(self, record: logging.LogRecord) -> str:
+        return super().format(record)
+
+
+class ConsoleFormatter(FormatOnce):
+    def __init__(self) -> None:
+        super().__init__(CONSOLE_FORMAT, "%H:%M:%S")
+
+
+class JsonFormatter(FormatOnce):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
 
-    def format(self, record: logging.LogRecord) -> str:
+    def format_record(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
@@ -43,7 +68,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-CONSOLE_FORMAT = "%(asctime)s %(levelname)-5s %(name)s [%(request_id)s] %(message)s"
+LOG_FILE_MAX_BYTES = 10_000_000
+
+
+class CountingRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """``RotatingFileHandler`` that keeps count of what it wrote instead of asking the file
+    (``tell()``) and formatting the record a second time before every line, as the standard
+    rotation check does. Counts characters, so a file of non-ASCII text rotates a little past
+    ``maxBytes``."""
+
+    def __init__(self, filename: Path, **kwargs: object) -> None:
+        super().__init__(filename, **kwargs)  # type: ignore[arg-type]
+        self._written = Path(filename).stat().st_size if Path(filename).exists() else 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = len(self.format(record)) + 1
+            if self.maxBytes > 0 and self._written and self._written + line >= self.maxBytes:
+                self.doRollover()
+            logging.FileHandler.emit(self, record)
+            self._written += line
+        except Exception:
+            self.handleError(record)
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._written = 0
 
 
 def setup_logging(service: str, level: str = "INFO", fmt: str = "console", log_dir: str | None = None) -> None:
@@ -52,15 +102,13 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "console", log_d
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(level.upper())
-    formatter: logging.Formatter = (
-        JsonFormatter(service) if fmt == "json" else logging.Formatter(CONSOLE_FORMAT, "%H:%M:%S")
-    )
+    formatter: logging.Formatter = JsonFormatter(service) if fmt == "json" else ConsoleFormatter()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         handlers.append(
-            logging.handlers.RotatingFileHandler(
-                Path(log_dir) / f"{service}.log", maxBytes=10_000_000, backupCount=5, encoding="utf-8"
+            CountingRotatingFileHandler(
+                Path(log_dir) / f"{service}.log", maxBytes=LOG_FILE_MAX_BYTES, backupCount=5, encoding="utf-8"
             )
         )
     context_filter = RequestContextFilter()

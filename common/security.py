@@ -2,7 +2,8 @@
 
 The JWT library (python-jose) stays behind this module: ``encode_token``/``decode_token`` are the
 only callers. Access tokens are verified locally; the only per-request I/O is one Redis round
-trip (MGET) for the revoked ``jti`` and the user's "revoked before" time.
+trip (MGET) for the revoked ``jti`` and the user's "revoked before" time, batched with the other
+requests in flight (``common.cache.coalesced_mget``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 
+from common.cache import coalesced_mget
 from common.config import Settings
 from common.errors import Forbidden, InvalidToken, NotAuthenticated, ServiceUnavailable
 from common.logging_setup import user_id_var
@@ -255,8 +257,9 @@ async def revoke_user_tokens(redis: aioredis.Redis, settings: Settings, user_id:
 
 async def revocation_state(redis: aioredis.Redis, claims: TokenClaims) -> tuple[str | None, bool]:
     """The token's own marker (``REVOKED``/``ROTATED`` or None) and whether the user's "revoked
-    before" time covers it. One Redis round trip."""
-    marker, before = await redis.mget(revoked_jti_key(claims.jti), revoked_before_key(claims.sub))
+    before" time covers it. One MGET, shared with the other requests in flight
+    (``common.cache.coalesced_mget``)."""
+    marker, before = await coalesced_mget(redis, revoked_jti_key(claims.jti), revoked_before_key(claims.sub))
     return (str(marker) if marker else None), (before is not None and claims.iat <= float(before))
 
 

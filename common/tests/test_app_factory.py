@@ -4,6 +4,8 @@ access-log line per request, /health, /ready, /metrics, and ServiceClient failur
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -14,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from common.app_factory import create_app
-from common.config import Settings
+from common.config import REPO_ROOT, Settings
 from common.deps import CurrentUser
 from common.errors import Conflict, RateLimited
 from common.processes import free_port
@@ -257,3 +259,22 @@ def test_405_lists_every_method_the_path_supports(build: Callable[..., Any]) -> 
         response = c.delete("/t/both")
         assert_shape(response, 405, "method_not_allowed")
         assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}
+
+
+GC_PROBE = """
+import gc
+from common.app_factory import tune_garbage_collector
+before = gc.get_threshold()
+tune_garbage_collector(0)
+assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+tune_garbage_collector(25000)
+assert gc.get_threshold() == (25000, before[1], before[2]), gc.get_threshold()
+assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+print("ok")
+"""
+
+
+def test_served_processes_freeze_the_start_up_heap_and_raise_the_gc_threshold() -> None:
+    result = subprocess.run([sys.executable, "-c", GC_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

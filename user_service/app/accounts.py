@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import rate_limit
 from common.config import Settings
+from common.database import Database
 from common.errors import BadRequest, Conflict, InvalidToken, NotAuthenticated, NotFound, RateLimited
 from common.models.user import ROLE_ADMIN, ROLE_USER, User
 from common.security import (
@@ -29,7 +30,7 @@ from common.security import (
     verify_password_async,
 )
 from user_service.app import crud
-from user_service.app.schemas import TokenPair, UserAdminUpdate, UserCreate, UserUpdateMe
+from user_service.app.schemas import TokenPair, UserAdminUpdate, UserCreate, UserRead, UserUpdateMe
 
 logger = logging.getLogger(__name__)
 INVALID_CREDENTIALS = "Incorrect username or password"
@@ -147,6 +148,14 @@ async def logout(redis: aioredis.Redis, settings: Settings, caller: TokenUser, r
             return  # nothing valid to revoke; logging out still succeeds
         if claims.sub == caller.id:
             await revoke_jti(redis, claims.jti, claims.exp)
+
+
+async def read_active_user(db: Database, user_id: str) -> UserRead:
+    """The caller's account as its response model, for reads (no session)."""
+    row = await crud.get_public_user_quick(db, user_id)
+    if row is None or not row["is_active"]:
+        raise InvalidToken("Account no longer active")
+    return UserRead.model_validate(row)
 
 
 async def load_active_user(session: AsyncSession, user_id: str) -> User:

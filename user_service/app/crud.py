@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastcrud import FastCRUD
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.database import Database
 from common.models.user import User
 
 crud_users: FastCRUD = FastCRUD(User)
@@ -27,6 +29,25 @@ async def get_user(session: AsyncSession, user_id: str) -> User | None:
     except (ValueError, TypeError, AttributeError):
         return None
     return await session.get(User, user_id)
+
+
+# The columns of ``UserRead``: never the password hash.
+PUBLIC_COLUMNS = ("id", "username", "email", "display_name", "role", "is_active", "created_at", "updated_at")
+
+
+def _public_by_id() -> Select[Any]:
+    return select(*(User.__table__.c[name] for name in PUBLIC_COLUMNS)).where(User.id == bindparam("user_id"))
+
+
+async def get_public_user_quick(db: Database, user_id: str) -> dict[str, Any] | None:
+    """The hot read of ``GET /users/me``: the user's public columns through ``Database.quick``
+    (no ORM session); None for a missing user or an id that is not a UUID."""
+    try:
+        uuid.UUID(user_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    rows = await db.quick.rows("users.public_by_id", _public_by_id, user_id=user_id)
+    return rows[0] if rows else None
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:

@@ -67,8 +67,10 @@ async def logout(
 
 
 @users.get("/me", response_model=UserRead)
-async def read_me(caller: CurrentUser, session: SessionDep) -> UserRead:
-    return UserRead.model_validate(await accounts.load_active_user(session, caller.id))
+async def read_me(caller: CurrentUser, request: Request) -> Response:
+    user = await accounts.read_active_user(request.app.state.db, caller.id)
+    # The hot path (every client asks it at start): serialised once, here.
+    return Response(user.model_dump_json(), media_type="application/json")
 
 
 @users.patch("/me", response_model=UserRead)
