@@ -25,7 +25,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -358,6 +358,13 @@ class QuickReader:
             self._conn = None
 
 
+# Changes to objects that ``create_all`` does not alter once they exist (SQLite's search index,
+# made by DDL events): each is a function of a sync connection, registered by the model module
+# that owns the object, run by ``Database.create_all`` under the schema lock; it must be a no-op
+# on an up-to-date database. (PostgreSQL databases change through Alembic revisions only.)
+SQLITE_SCHEMA_UPGRADES: list[Callable[[Any], Any]] = []
+
+
 class Database:
     """Owns one engine and its session factory; opened and closed by the app's lifespan."""
 
@@ -388,6 +395,8 @@ class Database:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(Base.metadata.create_all)
+                    for upgrade in SQLITE_SCHEMA_UPGRADES:
+                        await conn.run_sync(upgrade)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 fd.close()

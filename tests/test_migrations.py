@@ -179,3 +179,49 @@ def test_every_revision_is_on_one_line_of_history() -> None:
 
     script = ScriptDirectory.from_config(alembic_config())
     assert len(script.get_heads()) == 1, "several heads: merge them with `alembic merge heads`"
+
+
+def test_revision_0002_moves_sqlite_search_to_owner_ranged_ids_and_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from alembic import command
+
+    from common.migrations import _run_locked, alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('search-revision') / 'app.db'}"
+    asyncio.run(_run_locked(url, lambda conn: command.upgrade(alembic_config(conn), "0001")))
+    rows = [
+        ("a" * 8 + f"-0000-4000-8000-00000000000{n}", owner, title)
+        for n, (owner, title) in enumerate(
+            [("owner-1", "paper lantern"), ("owner-2", "lantern of owner 2"), ("owner-1", "no match")]
+        )
+    ]
+
+    def insert(conn: Any) -> None:
+        for record_id, owner, title in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO records (id, owner_id, title, content, tags, pinned, visibility, attachments, "
+                    "version, change_seq, created_at, updated_at) VALUES "
+                    "(:id, :owner, :title, '', '[]', 0, 'private', '[]', 1, :seq, '2026-12-01', '2026-12-01')"
+                ),
+                {"id": record_id, "owner": owner, "title": title, "seq": record_id[-1]},
+            )
+
+    asyncio.run(_run_locked(url, insert))
+    upgrade_to_head(url)
+
+    def owners_of_matches(conn: Any) -> list[tuple[str, str]]:
+        found = conn.execute(
+            text(
+                "SELECT o.owner_id, r.title FROM records_search s "
+                "JOIN records_search_owners o ON s.rowid / 4294967296 = o.number "
+                "JOIN records r ON r.rowid = s.rowid % 4294967296 WHERE records_search MATCH 'lantern' ORDER BY 1"
+            )
+        )
+        return [tuple(row) for row in found]
+
+    assert _inspect(url, owners_of_matches) == [("owner-1", "paper lantern"), ("owner-2", "lantern of owner 2")]
+    assert not {t for t in _tables(url) if t.startswith("records_fts")}
+    asyncio.run(_run_locked(url, lambda conn: command.downgrade(alembic_config(conn), "0001")))
+    assert "records_fts" in _tables(url) and "records_search" not in _tables(url)

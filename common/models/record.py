@@ -7,9 +7,10 @@
   own transaction (``UPDATE ... RETURNING``); the row lock (PostgreSQL) or the database write lock
   (SQLite) is held until commit, so changes commit in sequence order and a sync reader that pages
   by sequence never skips one.
-- Full-text search: on SQLite an FTS5 table ``records_fts`` (trigram tokenizer, so Chinese
-  substrings match) kept in step by triggers, plus ``records_cjk`` for one- and two-character
-  CJK words; on PostgreSQL a GIN index over a ``simple`` tsvector of title and content.
+- Full-text search: on SQLite an FTS5 table ``records_search`` (trigram tokenizer, so Chinese
+  substrings match; document ids ranged by owner) kept in step by triggers, plus ``records_cjk``
+  for one- and two-character CJK words; on PostgreSQL a GIN index over a ``simple`` tsvector of
+  title and content.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from common.database import Base, TimestampMixin, UTCDateTime
+from common.database import SQLITE_SCHEMA_UPGRADES, Base, TimestampMixin, UTCDateTime
 
 VISIBILITY_PRIVATE = "private"
 VISIBILITY_PUBLIC = "public"
@@ -87,23 +88,43 @@ class RecordChangeCounter(Base):
 
 # ---------------------------------------------------------------- full-text search DDL
 
-SQLITE_FTS_TABLE = "records_fts"
+# SQLite: ``records_search``, an FTS5 table with the trigram tokenizer (substring matching, so
+# Chinese text matches too) over title and content of every live record. Its document ids are
+# owner-ranged: ``owner number * 2**32 + records.rowid``, the owner numbers kept in
+# ``records_search_owners``. A search gives FTS5 the owner's id range, so it counts and ranks
+# only that owner's postings: a user with 100,000 records no longer pays for the others' matches
+# nor joins every match back to ``records`` to learn whose it is. Triggers keep it in step with
+# every write (tombstones leave the index); it holds its own copy of the text, so a row can be
+# deleted by id. ``records.rowid`` must stay below 2**32 (four billion records).
+SQLITE_SEARCH_TABLE = "records_search"
+SQLITE_SEARCH_OWNERS = "records_search_owners"
+SEARCH_DOCID_SPAN = 2**32  # document ids of one owner: [number * SPAN, (number + 1) * SPAN)
 
-_SQLITE_FTS_DDL: tuple[str, ...] = (
-    # External content: the text lives once, in ``records``; the index maps record rowids. Every
-    # row is indexed (a tombstone's text is blanked); searches join ``records`` for owner and state.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
-    "title, content, content='records', content_rowid='rowid', tokenize='trigram')",
-    "CREATE TRIGGER IF NOT EXISTS records_fts_insert AFTER INSERT ON records BEGIN "
-    "INSERT INTO records_fts(rowid, title, content) VALUES (new.rowid, new.title, new.content); END",
-    "CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records BEGIN "
-    "INSERT INTO records_fts(records_fts, rowid, title, content) "
-    "VALUES ('delete', old.rowid, old.title, old.content); END",
-    "CREATE TRIGGER IF NOT EXISTS records_fts_update AFTER UPDATE OF title, content ON records BEGIN "
-    "INSERT INTO records_fts(records_fts, rowid, title, content) "
-    "VALUES ('delete', old.rowid, old.title, old.content); "
-    "INSERT INTO records_fts(rowid, title, content) VALUES (new.rowid, new.title, new.content); END",
+_NEW_DOC = (
+    "INSERT OR IGNORE INTO records_search_owners(owner_id) VALUES (new.owner_id); "
+    "INSERT INTO records_search(rowid, title, content) "
+    "SELECT number * 4294967296 + new.rowid, new.title, new.content FROM records_search_owners "
+    "WHERE owner_id = new.owner_id AND new.deleted_at IS NULL; "
 )
+_OLD_DOC = (
+    "DELETE FROM records_search WHERE rowid = "
+    "(SELECT number * 4294967296 + old.rowid FROM records_search_owners WHERE owner_id = old.owner_id); "
+)
+_SQLITE_SEARCH_DDL: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS records_search_owners "
+    "(number INTEGER PRIMARY KEY, owner_id VARCHAR(36) NOT NULL UNIQUE)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS records_search USING fts5(title, content, tokenize='trigram')",
+    "CREATE TRIGGER IF NOT EXISTS records_search_insert AFTER INSERT ON records BEGIN "
+    "SELECT RAISE(ABORT, 'records.rowid is past the search index range') WHERE new.rowid >= 4294967296; "
+    + _NEW_DOC
+    + "END",
+    "CREATE TRIGGER IF NOT EXISTS records_search_update AFTER UPDATE OF owner_id, title, content, deleted_at "
+    "ON records BEGIN " + _OLD_DOC + _NEW_DOC + "END",
+    "CREATE TRIGGER IF NOT EXISTS records_search_delete AFTER DELETE ON records BEGIN " + _OLD_DOC + "END",
+)
+# The first search index (before owner-ranged ids): dropped when a database is upgraded.
+_SQLITE_LEGACY_SEARCH = ("records_fts_insert", "records_fts_delete", "records_fts_update", "records_fts")
+
 
 # Words of one or two characters in scripts written without spaces (a two-character Chinese word
 # such as 会议) are below the trigram length. A second FTS5 table indexes those characters one
@@ -136,29 +157,51 @@ _PG_FTS_DDL: tuple[str, ...] = (
 
 
 def _create_search_index(target: Any, connection: Any, **_kw: Any) -> None:
-    statements = (
-        _SQLITE_FTS_DDL
-        if connection.dialect.name == "sqlite"
-        else _PG_FTS_DDL
-        if connection.dialect.name == "postgresql"
-        else ()
-    )
-    for statement in statements:
-        connection.execute(text(statement))
     if connection.dialect.name == "sqlite":
-        connection.execute(text(_SQLITE_CJK_DDL))
+        for statement in (*_SQLITE_SEARCH_DDL, _SQLITE_CJK_DDL):
+            connection.execute(text(statement))
+    elif connection.dialect.name == "postgresql":
+        for statement in _PG_FTS_DDL:
+            connection.execute(text(statement))
 
 
 def _drop_search_index(target: Any, connection: Any, **_kw: Any) -> None:
     if connection.dialect.name == "sqlite":
-        connection.execute(text(f"DROP TABLE IF EXISTS {SQLITE_FTS_TABLE}"))
-        connection.execute(text(f"DROP TABLE IF EXISTS {SQLITE_CJK_TABLE}"))
+        for name in (SQLITE_SEARCH_TABLE, SQLITE_SEARCH_OWNERS, SQLITE_CJK_TABLE):
+            connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
 event.listen(Record.__table__, "after_create", _create_search_index)
 event.listen(Record.__table__, "before_drop", _drop_search_index)
 
 
-def rebuild_sqlite_search_index_sql() -> str:
-    """SQL that rebuilds the FTS5 index from ``records`` (run after a VACUUM, which may renumber rowids)."""
-    return "INSERT INTO records_fts(records_fts) VALUES ('rebuild')"
+def rebuild_sqlite_search_index_sql() -> tuple[str, ...]:
+    """SQL that refills ``records_search`` from the live records (after a VACUUM, which may
+    renumber rowids, or to drop rows of records changed outside the triggers)."""
+    return (
+        "DELETE FROM records_search",
+        "INSERT OR IGNORE INTO records_search_owners(owner_id) SELECT DISTINCT owner_id FROM records",
+        "INSERT INTO records_search(rowid, title, content) "
+        "SELECT o.number * 4294967296 + r.rowid, r.title, r.content FROM records r "
+        "JOIN records_search_owners o ON o.owner_id = r.owner_id WHERE r.deleted_at IS NULL",
+    )
+
+
+def upgrade_sqlite_search_index(connection: Any) -> bool:
+    """Bring a SQLite database made before owner-ranged search ids up to date: create the new
+    index, fill it from the records, drop the old one. True when it changed something. Runs
+    under the schema lock of ``Database.create_all`` (and in migration 0002)."""
+    present = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master"))}
+    if "records" not in present or SQLITE_SEARCH_TABLE in present:
+        return False
+    for statement in (*_SQLITE_SEARCH_DDL, _SQLITE_CJK_DDL):
+        connection.execute(text(statement))
+    for statement in rebuild_sqlite_search_index_sql():
+        connection.execute(text(statement))
+    for name in _SQLITE_LEGACY_SEARCH:
+        kind = "TABLE" if name == "records_fts" else "TRIGGER"
+        connection.execute(text(f"DROP {kind} IF EXISTS {name}"))
+    return True
+
+
+SQLITE_SCHEMA_UPGRADES.append(upgrade_sqlite_search_index)

@@ -30,7 +30,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from common.database import Database
 from common.models.record import (
     PG_SEARCH_VECTOR,
+    SEARCH_DOCID_SPAN,
     SQLITE_CJK_TABLE,
+    SQLITE_SEARCH_OWNERS,
+    SQLITE_SEARCH_TABLE,
     VISIBILITY_PUBLIC,
     Record,
     RecordChangeCounter,
@@ -134,12 +137,13 @@ async def reindex_cjk(session: AsyncSession, record_id: str, title: str, content
 
 async def rebuild_search_index(session: AsyncSession, batch: int = 500) -> int:
     """Rebuild both SQLite search tables from ``records`` (after a VACUUM, which may renumber
-    rowids, or to drop rows of records removed outside the write path): ``records_fts`` by
-    FTS5's own rebuild, ``records_cjk`` emptied and refilled from the live records only
-    (tombstones have no text to find). Returns the number of CJK rows written; commits."""
+    rowids, or to drop rows of records removed outside the write path): both are emptied and
+    refilled from the live records only (tombstones have no text to find). Returns the number
+    of CJK rows written; commits."""
     if _dialect(session) != "sqlite":
         return 0
-    await session.execute(text(rebuild_sqlite_search_index_sql()))
+    for statement in rebuild_sqlite_search_index_sql():
+        await session.execute(text(statement))
     await session.execute(text(f"DELETE FROM {SQLITE_CJK_TABLE}"))  # noqa: S608  (a constant name)
     written, last_rowid = 0, -1
     while True:
@@ -238,37 +242,123 @@ def search_terms(q: str) -> list[str]:
     return [term for term in clean_query_text(q).split() if term][:16]
 
 
-def _sqlite_search(filters: ListFilters, terms: list[str]) -> tuple[Select[Any], Any]:
-    """FTS5 trigram for terms of 3+ characters (ranked by bm25, title weighted); one- and
-    two-character CJK words (会议) through ``records_cjk`` as phrases of adjacent characters;
-    other short terms (``me``) as a substring match."""
+# Full-text queries rank (bm25) at most this many of the owner's matches, the most recently
+# created ones; past them, matches follow newest first. bm25 costs ~1 us per match, so ranking
+# every record of a word found in 100,000 of them took 100+ ms (``bench/bench_records.py``).
+SEARCH_RANK_WINDOW = 2000
+_DOCID_MASK = SEARCH_DOCID_SPAN - 1
+
+
+def _fts_phrases(terms: list[str]) -> str:
+    """User terms as quoted FTS5 phrases (never FTS syntax), all required."""
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _cjk_rowids(cjk: list[str]) -> Any:
+    return (
+        text("SELECT rowid FROM records_cjk WHERE records_cjk MATCH :cjk")
+        .bindparams(cjk=" AND ".join(cjk))
+        .columns(column("rowid", Integer))
+    )
+
+
+def _split_terms(terms: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(terms of 3+ characters for the trigram index, short CJK words as ``records_cjk``
+    phrases, other short terms for a substring match)."""
     long_terms = [t for t in terms if len(t) >= TRIGRAM]
     short = [t for t in terms if len(t) < TRIGRAM]
     cjk = [phrase for phrase in (cjk_phrase(t) for t in short) if phrase]
-    plain_short = [t for t in short if not cjk_phrase(t)]
-    if long_terms:
-        driver, match = "records_fts", " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
-        rank = literal_column("bm25(records_fts, 10.0, 1.0)")
-    elif cjk:
-        driver, match, cjk = "records_cjk", " AND ".join(cjk), []
-        rank = literal_column("bm25(records_cjk)")
-    else:
+    return long_terms, cjk, [t for t in short if not cjk_phrase(t)]
+
+
+async def _sqlite_trigram_page(
+    session: AsyncSession,
+    filters: ListFilters,
+    long_terms: list[str],
+    cjk: list[str],
+    plain_short: list[str],
+    *,
+    offset: int,
+    limit: int,
+    rank_window: int,
+) -> dict[str, Any]:
+    """A page of a query with terms of 3+ characters, through ``records_search``.
+
+    FTS5 is given the owner's document-id range (see ``common.models.record``), so the count and
+    the ranking read only this owner's postings. Order: the ``rank_window`` most recently created
+    matches by bm25 (title weighted 10x), then the rest newest first; every match appears once
+    across the pages. The records themselves are then read by rowid, owner checked again."""
+    number = (
+        await session.execute(
+            text(f"SELECT number FROM {SQLITE_SEARCH_OWNERS} WHERE owner_id = :owner"),  # noqa: S608 (constant)
+            {"owner": filters.owner_id},
+        )
+    ).scalar_one_or_none()
+    if number is None:  # this user never had a record
+        return {"data": [], "total_count": 0}
+    docid = literal_column(f"{SQLITE_SEARCH_TABLE}.rowid")
+    in_owner_range = [
+        text(f"{SQLITE_SEARCH_TABLE} MATCH :match").bindparams(match=_fts_phrases(long_terms)),
+        docid.between(number * SEARCH_DOCID_SPAN, number * SEARCH_DOCID_SPAN + _DOCID_MASK),
+    ]
+    if cjk:
+        # On the document id, so FTS5's rows are sifted before any is joined to ``records``.
+        in_owner_range.append(docid.op("&")(_DOCID_MASK).in_(_cjk_rowids(cjk)))
+    where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in plain_short]
+    narrowed = filters.tag is not None or filters.pinned is not None or bool(plain_short)
+
+    def matches(*columns: Any) -> Select[Any]:
+        joined = table(SQLITE_SEARCH_TABLE).join(
+            Record.__table__, literal_column("records.rowid") == docid.op("&")(_DOCID_MASK)
+        )
+        return select(*columns).select_from(joined).where(*in_owner_range, *where)
+
+    # Tombstones are not in the index and the range is the owner's: without filters on the
+    # record itself the index alone counts.
+    counted = matches(func.count()) if narrowed else select(func.count()).select_from(table(SQLITE_SEARCH_TABLE))
+    total = int((await session.execute(counted if narrowed else counted.where(*in_owner_range))).scalar_one())
+
+    docids: list[int] = []
+    if offset < min(total, rank_window):
+        window = (
+            matches(docid.label("docid"), literal_column(f"bm25({SQLITE_SEARCH_TABLE}, 10.0, 1.0)").label("score"))
+            .order_by(docid.desc())
+            .limit(rank_window)
+            .subquery()
+        )
+        ranked = select(window.c.docid).order_by(window.c.score, window.c.docid.desc())
+        docids += (await session.execute(ranked.offset(offset).limit(limit))).scalars()
+    if offset + limit > rank_window and total > rank_window:
+        start = max(offset, rank_window)
+        newest = matches(docid).order_by(docid.desc()).offset(start).limit(offset + limit - start)
+        docids += (await session.execute(newest)).scalars()
+
+    rowids = [d & _DOCID_MASK for d in docids]
+    found = await session.execute(
+        select(Record, literal_column("records.rowid")).where(
+            literal_column("records.rowid").in_(rowids), Record.owner_id == filters.owner_id
+        )
+    )
+    by_rowid = {rowid: record for record, rowid in found}
+    data = [RecordRead.model_validate(by_rowid[r]) for r in rowids if r in by_rowid]
+    await release(session)
+    return {"data": data, "total_count": total}
+
+
+def _sqlite_short_term_search(filters: ListFilters, cjk: list[str], plain_short: list[str]) -> tuple[Select[Any], Any]:
+    """Queries without a term of 3+ characters: one- and two-character CJK words (会议) through
+    ``records_cjk`` as phrases of adjacent characters, ranked; other short terms (``me``) as a
+    substring match, newest first."""
+    if not cjk:
         where = _filters(filters) + [_substring_match(t) for t in plain_short]
         return select(Record).where(*where), Record.updated_at.desc()
     where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in plain_short]
-    if cjk:
-        in_cjk = (
-            text("SELECT rowid FROM records_cjk WHERE records_cjk MATCH :cjk")
-            .bindparams(cjk=" AND ".join(cjk))
-            .columns(column("rowid", Integer))
-        )
-        where.append(literal_column("records.rowid").in_(in_cjk))
     stmt = (
         select(Record)
-        .join(table(driver), literal_column(f"{driver}.rowid") == literal_column("records.rowid"))
-        .where(text(f"{driver} MATCH :match").bindparams(match=match), *where)
+        .join(table(SQLITE_CJK_TABLE), literal_column(f"{SQLITE_CJK_TABLE}.rowid") == literal_column("records.rowid"))
+        .where(text(f"{SQLITE_CJK_TABLE} MATCH :match").bindparams(match=" AND ".join(cjk)), *where)
     )
-    return stmt, rank
+    return stmt, literal_column(f"bm25({SQLITE_CJK_TABLE})")
 
 
 def _postgres_search(filters: ListFilters, terms: list[str], q: str) -> tuple[Select[Any], Any]:
@@ -284,7 +374,13 @@ def _postgres_search(filters: ListFilters, terms: list[str], q: str) -> tuple[Se
 
 
 async def search_page(
-    session: AsyncSession, filters: ListFilters, q: str, *, offset: int, limit: int
+    session: AsyncSession,
+    filters: ListFilters,
+    q: str,
+    *,
+    offset: int,
+    limit: int,
+    rank_window: int = SEARCH_RANK_WINDOW,
 ) -> dict[str, Any]:
     """Ranked full-text search over title and content of the owner's live records."""
     q = clean_query_text(q)
@@ -292,7 +388,12 @@ async def search_page(
     if _dialect(session) == "postgresql":
         stmt, order = _postgres_search(filters, terms, q)
     else:
-        stmt, order = _sqlite_search(filters, terms)
+        long_terms, cjk, plain_short = _split_terms(terms)
+        if long_terms:
+            return await _sqlite_trigram_page(
+                session, filters, long_terms, cjk, plain_short, offset=offset, limit=limit, rank_window=rank_window
+            )
+        stmt, order = _sqlite_short_term_search(filters, cjk, plain_short)
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     rows = (await session.execute(stmt.order_by(order, Record.updated_at.desc()).offset(offset).limit(limit))).scalars()
     data = [RecordRead.model_validate(r) for r in rows]

@@ -1,4 +1,4 @@
-"""Rebuild the SQLite search tables (``records_fts`` and ``records_cjk``) from ``records``:
+"""Rebuild the SQLite search tables (``records_search`` and ``records_cjk``) from ``records``:
 ``python -m mobile_service.app.reindex`` (uses mobile_service's DATABASE_URL). Run it after a
 ``VACUUM`` of the SQLite file, which may renumber the rowids both tables map. No-op on PostgreSQL.
 """

@@ -74,3 +74,53 @@ async def test_deleted_records_leave_no_text_in_the_cjk_index_even_after_a_rebui
     assert await _cjk_body(db, kept.id) == ["周 一 x 项 目 会 议"]
     assert await _search(db, owner, "会议") == [kept.id]
     assert await _search(db, owner, "项目会议") == [kept.id]  # the trigram index was rebuilt too
+
+
+# The search index of revision 0001 (document id = records.rowid), as databases made before
+# owner-ranged ids hold it.
+LEGACY_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE records_fts USING fts5("
+    "title, content, content='records', content_rowid='rowid', tokenize='trigram')",
+    "CREATE TRIGGER records_fts_insert AFTER INSERT ON records BEGIN "
+    "INSERT INTO records_fts(rowid, title, content) VALUES (new.rowid, new.title, new.content); END",
+    "INSERT INTO records_fts(records_fts) VALUES ('rebuild')",
+)
+
+
+async def _make_legacy(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        for name in ("records_search_insert", "records_search_update", "records_search_delete"):
+            await conn.execute(text(f"DROP TRIGGER {name}"))
+        await conn.execute(text("DROP TABLE records_search"))
+        await conn.execute(text("DROP TABLE records_search_owners"))
+        for statement in LEGACY_SEARCH_DDL:
+            await conn.execute(text(statement))
+
+
+async def _objects(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        return {row[0] for row in await conn.execute(text("SELECT name FROM sqlite_master"))}
+
+
+async def test_a_database_with_the_old_search_index_is_upgraded_at_start(db: Database) -> None:
+    owner, other = str(uuid.uuid4()), str(uuid.uuid4())
+    async with db.session() as session:
+        mine = await records.create_record(session, owner, RecordCreate(title="Old lantern", content="kept"))
+    async with db.session() as session:
+        theirs = await records.create_record(session, other, RecordCreate(title="lantern", content="theirs"))
+    async with db.session() as session:
+        dropped = await records.create_record(session, owner, RecordCreate(title="lantern too", content="gone"))
+    async with db.session() as session:
+        await records.delete_record(session, owner, dropped.id)
+    await _make_legacy(db)
+    assert "records_search" not in await _objects(db)
+
+    await db.create_all()  # what every service does at start
+
+    present = await _objects(db)
+    assert {"records_search", "records_search_owners", "records_search_insert"} <= present
+    assert not {name for name in present if name.startswith("records_fts")}
+    assert await _search(db, owner, "lantern") == [mine.id]
+    assert await _search(db, other, "lantern") == [theirs.id]
+    await db.create_all()  # a second start changes nothing
+    assert await _search(db, owner, "lantern") == [mine.id]

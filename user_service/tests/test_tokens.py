@@ -4,8 +4,12 @@ deactivation and role change."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, update
 
+from common.models.user import User
 from user_service.tests.conftest import PASSWORD, AuthActions, assert_error
+
+USER_FIELDS = {"id", "username", "email", "display_name", "role", "is_active", "created_at", "updated_at"}
 
 
 def _refresh(client: TestClient, refresh_token: str):
@@ -162,3 +166,21 @@ def test_role_change_revokes_tokens_that_carry_the_old_role(client: TestClient, 
     assert_error(auth.me(tokens), 401, "invalid_token")
     new_tokens = auth.login(user["username"])
     assert client.get("/api/v1/users", headers=auth.headers(new_tokens)).status_code == 200
+
+
+def test_me_refuses_an_account_deactivated_or_removed_behind_its_back(client: TestClient, auth: AuthActions) -> None:
+    # Deactivation through the API also revokes the tokens; an operator's SQL (or a restore)
+    # does not: /users/me still checks the account itself on every read.
+    user, tokens = auth.new_user()
+    other, other_tokens = auth.new_user()
+    assert set(auth.me(tokens).json()) == USER_FIELDS
+
+    async def change_rows() -> None:
+        async with client.app.state.db.session() as session:
+            await session.execute(update(User).where(User.id == user["id"]).values(is_active=False))
+            await session.execute(delete(User).where(User.id == other["id"]))
+            await session.commit()
+
+    client.portal.call(change_rows)
+    assert_error(auth.me(tokens), 401, "invalid_token")
+    assert_error(auth.me(other_tokens), 401, "invalid_token")

@@ -1,0 +1,97 @@
+"""Search over many matches (SPEC §6 ``q``): every match of the owner appears exactly once across
+the pages, counts are exact, other users' records never count, and on SQLite the newest
+``SEARCH_RANK_WINDOW`` matches come ranked, then the rest newest first."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from common.processes import free_port
+from mobile_service.app.config import MobileSettings
+from mobile_service.main import build_app
+from mobile_service.tests.test_records import create
+
+WINDOW = 4
+
+
+@pytest.fixture(scope="module")
+def client(mobile_settings: Callable[..., MobileSettings]) -> Iterator[TestClient]:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = mobile_settings(
+        search_rank_window=WINDOW, user_service_url=dead, llm_service_url=dead, image_service_url=dead
+    )
+    with TestClient(build_app(settings, configure_logging=False)) as test_client:
+        yield test_client
+
+
+def pages(client: TestClient, headers: dict[str, str], size: int, **params: Any) -> tuple[list[str], list[int]]:
+    """Every page of a search: the ids in order, and the total_count each page reported."""
+    ids: list[str] = []
+    totals: list[int] = []
+    offset = 0
+    while True:
+        response = client.get("/api/v1/records", params={**params, "offset": offset, "limit": size}, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        ids += [r["id"] for r in body["data"]]
+        totals.append(body["total_count"])
+        if not body["has_more"]:
+            return ids, totals
+        offset += size
+
+
+def test_paging_a_broad_search_returns_each_match_once(
+    client: TestClient, auth_headers: Callable[[str], dict[str, str]], database_url: str
+) -> None:
+    owner, other = auth_headers(str(uuid.uuid4())), auth_headers(str(uuid.uuid4()))
+    made = [
+        create(client, owner, title=f"note {n}", content=f"the lantern list {n}", pinned=n % 3 == 0, tags=["log"])
+        for n in range(11)
+    ]
+    titled = create(client, owner, title="Lantern festival", content="lantern lantern")  # newest, title hit
+    create(client, owner, title="unrelated", content="no match here")
+    for n in range(5):
+        create(client, other, title="Lantern of someone else", content=f"lantern {n}")
+    gone = made[4]
+    assert client.delete(f"/api/v1/records/{gone['id']}", headers=owner).status_code == 204
+    live = {r["id"] for r in made if r is not gone} | {titled["id"]}
+
+    for size in (1, 3, 5, 20):
+        ids, totals = pages(client, owner, size, q="lantern")
+        assert len(ids) == len(set(ids)) == len(live), (size, ids)
+        assert set(ids) == live
+        assert set(totals) == {len(live)}
+
+    if database_url.startswith("sqlite"):
+        ids, _ = pages(client, owner, 3, q="lantern")
+        assert ids[0] == titled["id"]  # ranked within the window: the title hit first
+        newest_first = [r["id"] for r in reversed(made) if r is not gone]
+        window, rest = set(ids[:WINDOW]), ids[WINDOW:]
+        assert window == {titled["id"], *newest_first[: WINDOW - 1]}
+        assert rest == newest_first[WINDOW - 1 :]  # past the window: newest first
+
+    pinned, totals = pages(client, owner, 2, q="lantern", pinned="true")
+    assert sorted(pinned) == sorted(r["id"] for r in made if r["pinned"] and r is not gone)
+    assert set(totals) == {len(pinned)}
+    tagged, _ = pages(client, owner, 4, q="lantern", tag="log")
+    assert set(tagged) == {r["id"] for r in made if r is not gone}
+    assert pages(client, owner, 5, q="lantern me")[0] == []  # "me" (short) is in no lantern record
+    newcomer = auth_headers(str(uuid.uuid4()))  # never wrote a record
+    assert pages(client, newcomer, 5, q="lantern") == ([], [0])
+
+
+def test_an_edit_moves_a_record_in_and_out_of_the_results(
+    client: TestClient, auth_headers: Callable[[str], dict[str, str]]
+) -> None:
+    owner = auth_headers(str(uuid.uuid4()))
+    record = create(client, owner, title="draft", content="about ferrets")
+    assert pages(client, owner, 10, q="ferrets")[0] == [record["id"]]
+    changed = client.patch(f"/api/v1/records/{record['id']}", json={"content": "about otters"}, headers=owner)
+    assert changed.status_code == 200
+    assert pages(client, owner, 10, q="ferrets")[0] == []
+    assert pages(client, owner, 10, q="otters")[0] == [record["id"]]
