@@ -122,6 +122,15 @@ _SQLITE_SEARCH_DDL: tuple[str, ...] = (
     "ON records BEGIN " + _OLD_DOC + _NEW_DOC + "END",
     "CREATE TRIGGER IF NOT EXISTS records_search_delete AFTER DELETE ON records BEGIN " + _OLD_DOC + "END",
 )
+_SQLITE_SEARCH_OBJECTS = frozenset(
+    {
+        SQLITE_SEARCH_TABLE,
+        SQLITE_SEARCH_OWNERS,
+        "records_search_insert",
+        "records_search_update",
+        "records_search_delete",
+    }
+)
 # The first search index (before owner-ranged ids): dropped when a database is upgraded.
 _SQLITE_LEGACY_SEARCH = ("records_fts_insert", "records_fts_delete", "records_fts_update", "records_fts")
 
@@ -184,15 +193,18 @@ def rebuild_sqlite_search_index_sql() -> tuple[str, ...]:
         "INSERT INTO records_search(rowid, title, content) "
         "SELECT o.number * 4294967296 + r.rowid, r.title, r.content FROM records r "
         "JOIN records_search_owners o ON o.owner_id = r.owner_id WHERE r.deleted_at IS NULL",
+        # One b-tree instead of the many segments a bulk delete and refill leave behind.
+        "INSERT INTO records_search(records_search) VALUES ('optimize')",
     )
 
 
 def upgrade_sqlite_search_index(connection: Any) -> bool:
-    """Bring a SQLite database made before owner-ranged search ids up to date: create the new
-    index, fill it from the records, drop the old one. True when it changed something. Runs
-    under the schema lock of ``Database.create_all`` (and in migration 0002)."""
+    """Bring a SQLite database made before owner-ranged search ids (or missing any part of the
+    index) up to date: create what is missing, refill the index from the records, drop the old
+    one. True when it changed something. Runs under the schema lock of ``Database.create_all``
+    and after adopting a database in ``common.migrations`` (revision 0002 does the same)."""
     present = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master"))}
-    if "records" not in present or SQLITE_SEARCH_TABLE in present:
+    if "records" not in present or _SQLITE_SEARCH_OBJECTS <= present:
         return False
     for statement in (*_SQLITE_SEARCH_DDL, _SQLITE_CJK_DDL):
         connection.execute(text(statement))

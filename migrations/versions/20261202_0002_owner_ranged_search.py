@@ -46,6 +46,7 @@ FILL = (
     "INSERT INTO records_search(rowid, title, content) "
     "SELECT o.number * 4294967296 + r.rowid, r.title, r.content FROM records r "
     "JOIN records_search_owners o ON o.owner_id = r.owner_id WHERE r.deleted_at IS NULL",
+    "INSERT INTO records_search(records_search) VALUES ('optimize')",
 )
 # The index of revision 0001.
 LEGACY_DDL = (

@@ -308,35 +308,45 @@ async def _sqlite_trigram_page(
     narrowed = filters.tag is not None or filters.pinned is not None or bool(plain_short)
 
     def matches(*columns: Any) -> Select[Any]:
+        # The range is the owner's and tombstones are not in the index: only filters on the
+        # record itself need each match joined to ``records`` (a rowid lookup per match).
+        if not narrowed:
+            return select(*columns).select_from(table(SQLITE_SEARCH_TABLE)).where(*in_owner_range)
         joined = table(SQLITE_SEARCH_TABLE).join(
             Record.__table__, literal_column("records.rowid") == docid.op("&")(_DOCID_MASK)
         )
         return select(*columns).select_from(joined).where(*in_owner_range, *where)
 
-    # Tombstones are not in the index and the range is the owner's: without filters on the
-    # record itself the index alone counts.
-    counted = matches(func.count()) if narrowed else select(func.count()).select_from(table(SQLITE_SEARCH_TABLE))
-    total = int((await session.execute(counted if narrowed else counted.where(*in_owner_range))).scalar_one())
-
+    # The page of the window carries the window's size: a window that is not full holds every
+    # match, so the count needs no second pass over the index.
     docids: list[int] = []
-    if offset < min(total, rank_window):
-        window = (
-            matches(docid.label("docid"), literal_column(f"bm25({SQLITE_SEARCH_TABLE}, 10.0, 1.0)").label("score"))
-            .order_by(docid.desc())
-            .limit(rank_window)
-            .subquery()
-        )
-        ranked = select(window.c.docid).order_by(window.c.score, window.c.docid.desc())
-        docids += (await session.execute(ranked.offset(offset).limit(limit))).scalars()
+    total: int | None = None
+    if offset < rank_window:
+        score = literal_column(f"bm25({SQLITE_SEARCH_TABLE}, 10.0, 1.0)")
+        window = matches(docid.label("docid"), score.label("score")).order_by(docid.desc()).limit(rank_window)
+        scored = window.subquery()
+        ranked = select(scored.c.docid, func.count().over()).order_by(scored.c.score, scored.c.docid.desc())
+        rows = (await session.execute(ranked.offset(offset).limit(limit))).all()
+        docids = [row[0] for row in rows]
+        if rows and rows[0][1] < rank_window:
+            total = int(rows[0][1])
+    if total is None:
+        total = int((await session.execute(matches(func.count()))).scalar_one())
     if offset + limit > rank_window and total > rank_window:
         start = max(offset, rank_window)
         newest = matches(docid).order_by(docid.desc()).offset(start).limit(offset + limit - start)
         docids += (await session.execute(newest)).scalars()
 
     rowids = [d & _DOCID_MASK for d in docids]
+    if not rowids:
+        await release(session)
+        return {"data": [], "total_count": total}
     found = await session.execute(
         select(Record, literal_column("records.rowid")).where(
-            literal_column("records.rowid").in_(rowids), Record.owner_id == filters.owner_id
+            literal_column("records.rowid").in_(rowids),
+            # Unindexed (+): by the owner index SQLite would walk all of the owner's records.
+            literal_column("+records.owner_id") == filters.owner_id,
+            Record.deleted_at.is_(None),
         )
     )
     by_rowid = {rowid: record for record, rowid in found}

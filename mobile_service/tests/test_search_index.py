@@ -17,7 +17,7 @@ from mobile_service.app.schemas import RecordCreate
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     if not database_url.startswith("sqlite"):
-        pytest.skip("records_cjk exists on SQLite only")
+        pytest.skip("the search tables records_search and records_cjk exist on SQLite only")
     database = Database(database_url)
     await database.create_all()
     try:
