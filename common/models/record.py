@@ -204,7 +204,7 @@ def upgrade_sqlite_search_index(connection: Any) -> bool:
     one. True when it changed something. Runs under the schema lock of ``Database.create_all``
     and after adopting a database in ``common.migrations`` (revision 0002 does the same)."""
     present = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master"))}
-    if "records" not in present or _SQLITE_SEARCH_OBJECTS <= present:
+    if "records" not in present or _SQLITE_SEARCH_OBJECTS.issubset(present):
         return False
     for statement in (*_SQLITE_SEARCH_DDL, _SQLITE_CJK_DDL):
         connection.execute(text(statement))
