@@ -59,7 +59,9 @@ class CoalescedMget:
     """
 
     def __init__(self, redis: aioredis.Redis, max_keys: int = COALESCED_MGET_MAX_KEYS) -> None:
-        self.redis = redis
+        # Weak: the registry below maps clients to coalescers, and a strong reference back
+        # would keep every client (and its pool and loop) alive for good.
+        self._redis = weakref.ref(redis)
         self.max_keys = max_keys
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[Sequence[str], asyncio.Future[list[str | None]]]] = []
@@ -87,7 +89,10 @@ class CoalescedMget:
     async def _send(self, batch: list[tuple[Sequence[str], asyncio.Future[list[str | None]]]]) -> None:
         keys = [key for wanted, _ in batch for key in wanted]
         try:
-            values = await self.redis.mget(keys)
+            redis = self._redis()
+            if redis is None:
+                raise RedisConnectionError("the Redis client was closed and released")
+            values = await redis.mget(keys)
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():

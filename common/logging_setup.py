@@ -31,10 +31,12 @@ class FormatOnce(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         cached = record.__dict__.get("_formatted")
-        if cached is not None and cached[0] is self:
-            return cached[1]
+        # Reused only by the same formatter and while the message is the same objects (a filter
+        # of one handler that rewrites the message gets a fresh line).
+        if cached is not None and cached[0] is self and cached[1] is record.msg and cached[2] is record.args:
+            return cached[3]
         text = self.format_record(record)
-        record.__dict__["_formatted"] = (self, text)
+        record.__dict__["_formatted"] = (self, record.msg, record.args, text)
         return text
 
     def format_record(self, record: logging.LogRecord) -> str:
@@ -74,8 +76,7 @@ LOG_FILE_MAX_BYTES = 10_000_000
 class CountingRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """``RotatingFileHandler`` that keeps count of what it wrote instead of asking the file
     (``tell()``) and formatting the record a second time before every line, as the standard
-    rotation check does. Counts characters, so a file of non-ASCII text rotates a little past
-    ``maxBytes``."""
+    rotation check does."""
 
     def __init__(self, filename: Path, **kwargs: object) -> None:
         super().__init__(filename, **kwargs)  # type: ignore[arg-type]
@@ -83,7 +84,8 @@ class CountingRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = len(self.format(record)) + 1
+            text = self.format(record)
+            line = (len(text) if text.isascii() else len(text.encode(self.encoding or "utf-8", "replace"))) + 1
             if self.maxBytes > 0 and self._written and self._written + line >= self.maxBytes:
                 self.doRollover()
             logging.FileHandler.emit(self, record)

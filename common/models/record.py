@@ -199,13 +199,22 @@ def rebuild_sqlite_search_index_sql() -> tuple[str, ...]:
 
 
 def upgrade_sqlite_search_index(connection: Any) -> bool:
-    """Bring a SQLite database made before owner-ranged search ids (or missing any part of the
-    index) up to date: create what is missing, refill the index from the records, drop the old
-    one. True when it changed something. Runs under the schema lock of ``Database.create_all``
-    and after adopting a database in ``common.migrations`` (revision 0002 does the same)."""
+    """Bring a SQLite database's search index up to date: made before owner-ranged ids (the old
+    ``records_fts`` is still there), missing any part of the index, or with live records but an
+    empty index. Creates what is missing, refills the index from the records, then drops the
+    old one; the refill and the drop commit together, so an upgrade cut short is done again at
+    the next start. True when it changed something. Runs under the schema lock of
+    ``Database.create_all`` and after adopting a database in ``common.migrations`` (revision 0002
+    does the same)."""
     present = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master"))}
-    if "records" not in present or _SQLITE_SEARCH_OBJECTS.issubset(present):
+    if "records" not in present:
         return False
+    complete = _SQLITE_SEARCH_OBJECTS.issubset(present) and not present.intersection(_SQLITE_LEGACY_SEARCH)
+    if complete:
+        has_live = connection.execute(text("SELECT 1 FROM records WHERE deleted_at IS NULL LIMIT 1")).first()
+        indexed = connection.execute(text(f"SELECT 1 FROM {SQLITE_SEARCH_TABLE} LIMIT 1")).first()  # noqa: S608
+        if indexed or not has_live:
+            return False
     for statement in (*_SQLITE_SEARCH_DDL, _SQLITE_CJK_DDL):
         connection.execute(text(statement))
     for statement in rebuild_sqlite_search_index_sql():

@@ -4,6 +4,8 @@ each caller still gets its own, current answer (the revocation check of every re
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from common.cache import coalesced_mget, create_redis
-from common.config import Settings, load_settings
+from common.config import REPO_ROOT, Settings, load_settings
 from common.processes import free_port
 from common.security import encode_token, is_revoked, revoke_jti, revoke_user_tokens
 
@@ -96,3 +98,26 @@ async def test_revocations_in_one_batch_are_told_apart(client: aioredis.Redis) -
     # A token issued after its user's cut-off counts again.
     fresh = encode_token(settings, tokens[1].sub, "user", "access", now=time.time() + 1)[1]
     assert await is_revoked(client, fresh) is False
+
+
+LEAK_PROBE = """
+import asyncio, gc
+from common.cache import _coalescers, coalesced_mget, create_redis
+
+async def once(url):
+    client = create_redis(url)
+    assert await coalesced_mget(client, "leak:probe") == [None]
+    await client.aclose()
+
+for _ in range(5):
+    asyncio.run(once(URL))
+gc.collect()
+print(len(_coalescers))
+"""
+
+
+def test_closed_clients_are_not_kept_alive(redis_url: str) -> None:
+    probe = LEAK_PROBE.replace("URL", repr(redis_url))
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

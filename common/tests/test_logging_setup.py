@@ -82,3 +82,28 @@ def test_the_log_file_rotates_at_its_size_limit(tmp_path: Path) -> None:
     newest = path.read_text().splitlines()
     assert newest[-1].endswith("line 39 " + "y" * 60)
     assert any("line 38 " in f.read_text() for f in files)
+
+
+def test_a_message_rewritten_between_handlers_is_formatted_again() -> None:
+    record = logging.LogRecord("n", logging.INFO, __file__, 1, "token=%s", ("secret",), None)
+    record.request_id = "r"
+    formatter = logging_setup.ConsoleFormatter()
+    assert formatter.format(record).endswith("token=secret")
+    record.msg, record.args = "token=%s", ("***",)  # what a redacting filter would do
+    assert formatter.format(record).endswith("token=***")
+
+
+def test_rotation_counts_bytes_of_non_ascii_lines(tmp_path: Path) -> None:
+    path = tmp_path / "cjk.log"
+    handler = CountingRotatingFileHandler(path, maxBytes=2000, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"rotation-cjk-{id(handler)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for n in range(30):
+            logger.info("会议纪要%02d%s", n, "周" * 40)
+    finally:
+        handler.close()
+    assert all(f.stat().st_size <= 2000 for f in tmp_path.glob("cjk.log*"))

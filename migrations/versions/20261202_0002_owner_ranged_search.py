@@ -42,6 +42,7 @@ SEARCH_DDL = (
     "CREATE TRIGGER IF NOT EXISTS records_search_delete AFTER DELETE ON records BEGIN " + _OLD_DOC + "END",
 )
 FILL = (
+    "DELETE FROM records_search",
     "INSERT OR IGNORE INTO records_search_owners(owner_id) SELECT DISTINCT owner_id FROM records",
     "INSERT INTO records_search(rowid, title, content) "
     "SELECT o.number * 4294967296 + r.rowid, r.title, r.content FROM records r "
@@ -79,8 +80,9 @@ def upgrade() -> None:
     if not _sqlite():
         return
     present = {row[0] for row in op.get_bind().exec_driver_sql("SELECT name FROM sqlite_master")}
-    if "records_search" in present:  # made by create_all before this revision ran
+    if "records_search" in present and "records_fts" not in present:  # create_all was first
         return
+    # The refill and the drop of the old index commit together: cut short, it is done again.
     for statement in (*SEARCH_DDL, *FILL, *LEGACY_OBJECTS):
         op.execute(statement)
 

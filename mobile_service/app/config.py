@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from common.config import Settings
-from mobile_service.app.crud import SEARCH_RANK_WINDOW
 
 
 class MobileSettings(Settings):
@@ -16,9 +13,6 @@ class MobileSettings(Settings):
     sync_page_max: int = 500
     sync_push_max_items: int = 100
     publish_slug_bytes: int = 16
-    # Search (SQLite): bm25 ranks at most this many of the owner's matches, the newest ones;
-    # the rest follow newest first (``crud.SEARCH_RANK_WINDOW``).
-    search_rank_window: int = Field(default=SEARCH_RANK_WINDOW, ge=1, le=100_000)
     # AI actions: how long to wait for llm_service's text tasks. llm_service may legitimately
     # take LLM_TIMEOUT_SECONDS (60) × (1 + LLM_MAX_RETRIES 2) = 180 s plus the SDK's back-off
     # between attempts, so both this and the forwarding timeout of model calls are 200 s.

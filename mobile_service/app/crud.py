@@ -13,6 +13,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     column,
     delete,
     func,
@@ -242,10 +243,6 @@ def search_terms(q: str) -> list[str]:
     return [term for term in clean_query_text(q).split() if term][:16]
 
 
-# Full-text queries rank (bm25) at most this many of the owner's matches, the most recently
-# created ones; past them, matches follow newest first. bm25 costs ~1 us per match, so ranking
-# every record of a word found in 100,000 of them took 100+ ms (``bench/bench_records.py``).
-SEARCH_RANK_WINDOW = 2000
 _DOCID_MASK = SEARCH_DOCID_SPAN - 1
 
 
@@ -254,40 +251,46 @@ def _fts_phrases(terms: list[str]) -> str:
     return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def _cjk_rowids(cjk: list[str]) -> Any:
+def _cjk_rowids(cjk_terms: list[str]) -> Any:
+    phrases = " AND ".join(phrase for phrase in (cjk_phrase(t) for t in cjk_terms) if phrase)
     return (
         text("SELECT rowid FROM records_cjk WHERE records_cjk MATCH :cjk")
-        .bindparams(cjk=" AND ".join(cjk))
+        .bindparams(cjk=phrases)
         .columns(column("rowid", Integer))
     )
 
 
 def _split_terms(terms: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(terms of 3+ characters for the trigram index, short CJK words as ``records_cjk``
-    phrases, other short terms for a substring match)."""
+    """(terms of 3+ characters for the trigram index, short CJK words for ``records_cjk``,
+    other short terms for a substring match)."""
     long_terms = [t for t in terms if len(t) >= TRIGRAM]
     short = [t for t in terms if len(t) < TRIGRAM]
-    cjk = [phrase for phrase in (cjk_phrase(t) for t in short) if phrase]
-    return long_terms, cjk, [t for t in short if not cjk_phrase(t)]
+    return long_terms, [t for t in short if cjk_phrase(t)], [t for t in short if not cjk_phrase(t)]
+
+
+def _in_title(terms: list[str]) -> ColumnElement[bool]:
+    """Every term in the title (case-insensitive substring), for ordering title hits first."""
+    return and_(*[Record.title.ilike(_like_pattern(t), escape="\\") for t in terms])
 
 
 async def _sqlite_trigram_page(
     session: AsyncSession,
     filters: ListFilters,
     long_terms: list[str],
-    cjk: list[str],
+    cjk_terms: list[str],
     plain_short: list[str],
     *,
     offset: int,
     limit: int,
-    rank_window: int,
 ) -> dict[str, Any]:
     """A page of a query with terms of 3+ characters, through ``records_search``.
 
-    FTS5 is given the owner's document-id range (see ``common.models.record``), so the count and
-    the ranking read only this owner's postings. Order: the ``rank_window`` most recently created
-    matches by bm25 (title weighted 10x), then the rest newest first; every match appears once
-    across the pages. The records themselves are then read by rowid, owner checked again."""
+    FTS5 is given the owner's document-id range (see ``common.models.record``), so counting and
+    paging read only this owner's postings. Order: records with every term in the title first,
+    then the others, each newest first (by creation). Not bm25: its word statistics are those of
+    the whole table, every user's records, so an owner could read from the order of their own
+    results how common a word is in other users' notes; and it costs ~1 us per match. The records
+    themselves are then read by rowid, owner checked again."""
     number = (
         await session.execute(
             text(f"SELECT number FROM {SQLITE_SEARCH_OWNERS} WHERE owner_id = :owner"),  # noqa: S608 (constant)
@@ -295,47 +298,40 @@ async def _sqlite_trigram_page(
         )
     ).scalar_one_or_none()
     if number is None:  # this user never had a record
+        await release(session)
         return {"data": [], "total_count": 0}
     docid = literal_column(f"{SQLITE_SEARCH_TABLE}.rowid")
-    in_owner_range = [
-        text(f"{SQLITE_SEARCH_TABLE} MATCH :match").bindparams(match=_fts_phrases(long_terms)),
-        docid.between(number * SEARCH_DOCID_SPAN, number * SEARCH_DOCID_SPAN + _DOCID_MASK),
-    ]
-    if cjk:
+    terms = _fts_phrases(long_terms)
+    in_range = [docid.between(number * SEARCH_DOCID_SPAN, number * SEARCH_DOCID_SPAN + _DOCID_MASK)]
+    if cjk_terms:
         # On the document id, so FTS5's rows are sifted before any is joined to ``records``.
-        in_owner_range.append(docid.op("&")(_DOCID_MASK).in_(_cjk_rowids(cjk)))
+        in_range.append(docid.op("&")(_DOCID_MASK).in_(_cjk_rowids(cjk_terms)))
     where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in plain_short]
     narrowed = filters.tag is not None or filters.pinned is not None or bool(plain_short)
 
-    def matches(*columns: Any) -> Select[Any]:
+    def matches(fts_query: str, *columns: Any) -> Select[Any]:
+        matched = [text(f"{SQLITE_SEARCH_TABLE} MATCH :match").bindparams(match=fts_query), *in_range]
         # The range is the owner's and tombstones are not in the index: only filters on the
         # record itself need each match joined to ``records`` (a rowid lookup per match).
         if not narrowed:
-            return select(*columns).select_from(table(SQLITE_SEARCH_TABLE)).where(*in_owner_range)
+            return select(*columns).select_from(table(SQLITE_SEARCH_TABLE)).where(*matched)
         joined = table(SQLITE_SEARCH_TABLE).join(
             Record.__table__, literal_column("records.rowid") == docid.op("&")(_DOCID_MASK)
         )
-        return select(*columns).select_from(joined).where(*in_owner_range, *where)
+        return select(*columns).select_from(joined).where(*matched, *where)
 
-    # The page of the window carries the window's size: a window that is not full holds every
-    # match, so the count needs no second pass over the index.
+    title_hits = f"{{title}} : ({terms})"
+    others = f"({terms}) NOT {title_hits}"
+    total = int((await session.execute(matches(terms, func.count()))).scalar_one())
+    in_title = int((await session.execute(matches(title_hits, func.count()))).scalar_one()) if total else 0
     docids: list[int] = []
-    total: int | None = None
-    if offset < rank_window:
-        score = literal_column(f"bm25({SQLITE_SEARCH_TABLE}, 10.0, 1.0)")
-        window = matches(docid.label("docid"), score.label("score")).order_by(docid.desc()).limit(rank_window)
-        scored = window.subquery()
-        ranked = select(scored.c.docid, func.count().over()).order_by(scored.c.score, scored.c.docid.desc())
-        rows = (await session.execute(ranked.offset(offset).limit(limit))).all()
-        docids = [row[0] for row in rows]
-        if rows and rows[0][1] < rank_window:
-            total = int(rows[0][1])
-    if total is None:
-        total = int((await session.execute(matches(func.count()))).scalar_one())
-    if offset + limit > rank_window and total > rank_window:
-        start = max(offset, rank_window)
-        newest = matches(docid).order_by(docid.desc()).offset(start).limit(offset + limit - start)
-        docids += (await session.execute(newest)).scalars()
+    if offset < in_title:
+        page = matches(title_hits, docid).order_by(docid.desc()).offset(offset).limit(limit)
+        docids += (await session.execute(page)).scalars()
+    if offset + limit > in_title and total > in_title:
+        start = max(offset, in_title) - in_title
+        page = matches(others, docid).order_by(docid.desc()).offset(start).limit(offset + limit - in_title - start)
+        docids += (await session.execute(page)).scalars()
 
     rowids = [d & _DOCID_MASK for d in docids]
     if not rowids:
@@ -355,20 +351,20 @@ async def _sqlite_trigram_page(
     return {"data": data, "total_count": total}
 
 
-def _sqlite_short_term_search(filters: ListFilters, cjk: list[str], plain_short: list[str]) -> tuple[Select[Any], Any]:
+def _sqlite_short_term_search(
+    filters: ListFilters, cjk_terms: list[str], plain_short: list[str]
+) -> tuple[Select[Any], Any]:
     """Queries without a term of 3+ characters: one- and two-character CJK words (会议) through
-    ``records_cjk`` as phrases of adjacent characters, ranked; other short terms (``me``) as a
-    substring match, newest first."""
-    if not cjk:
+    ``records_cjk`` as phrases of adjacent characters, other short terms (``me``) as a substring
+    match. Title hits first, then newest first (no bm25, for the reason told in
+    ``_sqlite_trigram_page``)."""
+    title_first = case((_in_title(cjk_terms + plain_short), 0), else_=1)
+    if not cjk_terms:
         where = _filters(filters) + [_substring_match(t) for t in plain_short]
-        return select(Record).where(*where), Record.updated_at.desc()
+        return select(Record).where(*where), title_first
     where = _filters(filters, owner_unindexed=True) + [_substring_match(t) for t in plain_short]
-    stmt = (
-        select(Record)
-        .join(table(SQLITE_CJK_TABLE), literal_column(f"{SQLITE_CJK_TABLE}.rowid") == literal_column("records.rowid"))
-        .where(text(f"{SQLITE_CJK_TABLE} MATCH :match").bindparams(match=" AND ".join(cjk)), *where)
-    )
-    return stmt, literal_column(f"bm25({SQLITE_CJK_TABLE})")
+    stmt = select(Record).where(literal_column("records.rowid").in_(_cjk_rowids(cjk_terms)), *where)
+    return stmt, title_first
 
 
 def _postgres_search(filters: ListFilters, terms: list[str], q: str) -> tuple[Select[Any], Any]:
@@ -384,26 +380,20 @@ def _postgres_search(filters: ListFilters, terms: list[str], q: str) -> tuple[Se
 
 
 async def search_page(
-    session: AsyncSession,
-    filters: ListFilters,
-    q: str,
-    *,
-    offset: int,
-    limit: int,
-    rank_window: int = SEARCH_RANK_WINDOW,
+    session: AsyncSession, filters: ListFilters, q: str, *, offset: int, limit: int
 ) -> dict[str, Any]:
-    """Ranked full-text search over title and content of the owner's live records."""
+    """Full-text search over title and content of the owner's live records, ranked."""
     q = clean_query_text(q)
     terms = search_terms(q)
     if _dialect(session) == "postgresql":
         stmt, order = _postgres_search(filters, terms, q)
     else:
-        long_terms, cjk, plain_short = _split_terms(terms)
+        long_terms, cjk_terms, plain_short = _split_terms(terms)
         if long_terms:
             return await _sqlite_trigram_page(
-                session, filters, long_terms, cjk, plain_short, offset=offset, limit=limit, rank_window=rank_window
+                session, filters, long_terms, cjk_terms, plain_short, offset=offset, limit=limit
             )
-        stmt, order = _sqlite_short_term_search(filters, cjk, plain_short)
+        stmt, order = _sqlite_short_term_search(filters, cjk_terms, plain_short)
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     rows = (await session.execute(stmt.order_by(order, Record.updated_at.desc()).offset(offset).limit(limit))).scalars()
     data = [RecordRead.model_validate(r) for r in rows]

@@ -65,7 +65,6 @@ async def create_record(data: RecordCreate, user: CurrentUser, session: SessionD
 async def list_records(
     user: CurrentUser,
     session: SessionDep,
-    request: Request,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
     tag: Annotated[str | None, Query(max_length=64)] = None,
@@ -75,8 +74,7 @@ async def list_records(
 ) -> RecordPage:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
     if q and q.strip():
-        window = settings_of(request).search_rank_window
-        page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit, rank_window=window)
+        page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
     else:
         page = await crud.list_page(session, filters, offset=offset, limit=limit, sort=sort)
     total = page["total_count"]

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from common.database import Database
+from common.models.record import _SQLITE_SEARCH_DDL
 from mobile_service.app import crud, records
 from mobile_service.app.schemas import RecordCreate
 
@@ -123,4 +124,24 @@ async def test_a_database_with_the_old_search_index_is_upgraded_at_start(db: Dat
     assert await _search(db, owner, "lantern") == [mine.id]
     assert await _search(db, other, "lantern") == [theirs.id]
     await db.create_all()  # a second start changes nothing
+    assert await _search(db, owner, "lantern") == [mine.id]
+
+
+async def test_an_upgrade_cut_short_or_an_emptied_index_is_redone_at_the_next_start(db: Database) -> None:
+    owner = str(uuid.uuid4())
+    async with db.session() as session:
+        mine = await records.create_record(session, owner, RecordCreate(title="lantern", content="x"))
+    await _make_legacy(db)
+    async with db.engine.begin() as conn:  # the new objects made, the refill never committed
+        for statement in _SQLITE_SEARCH_DDL:
+            await conn.execute(text(statement))
+    assert await _search(db, owner, "lantern") == []
+
+    await db.create_all()
+    assert await _search(db, owner, "lantern") == [mine.id]
+    assert not {name for name in await _objects(db) if name.startswith("records_fts")}
+
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM records_search"))
+    await db.create_all()
     assert await _search(db, owner, "lantern") == [mine.id]
