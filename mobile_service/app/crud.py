@@ -323,14 +323,18 @@ async def _sqlite_trigram_page(
     title_hits = f"{{title}} : ({terms})"
     others = f"({terms}) NOT {title_hits}"
     total = int((await session.execute(matches(terms, func.count()))).scalar_one())
-    in_title = int((await session.execute(matches(title_hits, func.count()))).scalar_one()) if total else 0
     docids: list[int] = []
-    if offset < in_title:
-        page = matches(title_hits, docid).order_by(docid.desc()).offset(offset).limit(limit)
-        docids += (await session.execute(page)).scalars()
-    if offset + limit > in_title and total > in_title:
+    if offset < total:
+        title_page = matches(title_hits, docid).order_by(docid.desc()).offset(offset).limit(limit)
+        docids = list((await session.execute(title_page)).scalars())
+    if len(docids) < limit and offset + len(docids) < total:
+        # The title hits ran out on this page (so their number is known) or before it (count them).
+        if docids or offset == 0:
+            in_title = offset + len(docids)
+        else:
+            in_title = int((await session.execute(matches(title_hits, func.count()))).scalar_one())
         start = max(offset, in_title) - in_title
-        page = matches(others, docid).order_by(docid.desc()).offset(start).limit(offset + limit - in_title - start)
+        page = matches(others, docid).order_by(docid.desc()).offset(start).limit(limit - len(docids))
         docids += (await session.execute(page)).scalars()
 
     rowids = [d & _DOCID_MASK for d in docids]
