@@ -3,6 +3,7 @@ log file rotates at its size limit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -62,20 +63,28 @@ def test_two_formatters_never_share_a_cached_line() -> None:
     assert console.format(record) == plain
 
 
+@contextlib.contextmanager
+def logger_writing_to(handler: logging.Handler) -> Iterator[logging.Logger]:
+    """A logger of its own that writes only to ``handler`` (closed afterwards)."""
+    logger = logging.getLogger(f"handler-test-{id(handler)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def test_the_log_file_rotates_at_its_size_limit(tmp_path: Path) -> None:
     path = tmp_path / "svc.log"
     path.write_text("x" * 900 + "\n")  # a file left by an earlier run counts
     handler = CountingRotatingFileHandler(path, maxBytes=1000, backupCount=2, encoding="utf-8")
     handler.setFormatter(logging_setup.ConsoleFormatter())
-    logger = logging.getLogger(f"rotation-test-{id(handler)}")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with logger_writing_to(handler) as logger:
         for n in range(40):
             logger.info("line %02d %s", n, "y" * 60, extra={"request_id": "-"})
-    finally:
-        handler.close()
     files = sorted(tmp_path.glob("svc.log*"))
     assert [f.name for f in files] == ["svc.log", "svc.log.1", "svc.log.2"]
     assert all(f.stat().st_size <= 1000 for f in files)
@@ -97,13 +106,7 @@ def test_rotation_counts_bytes_of_non_ascii_lines(tmp_path: Path) -> None:
     path = tmp_path / "cjk.log"
     handler = CountingRotatingFileHandler(path, maxBytes=2000, backupCount=3, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger(f"rotation-cjk-{id(handler)}")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with logger_writing_to(handler) as logger:
         for n in range(30):
             logger.info("会议纪要%02d%s", n, "周" * 40)
-    finally:
-        handler.close()
     assert all(f.stat().st_size <= 2000 for f in tmp_path.glob("cjk.log*"))

@@ -5,24 +5,12 @@ SQLite records with every term in the title come first, then the rest, each newe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
-from common.processes import free_port
-from mobile_service.app.config import MobileSettings
-from mobile_service.main import build_app
 from mobile_service.tests.test_records import create
-
-
-@pytest.fixture(scope="module")
-def client(mobile_settings: Callable[..., MobileSettings]) -> Iterator[TestClient]:
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = mobile_settings(user_service_url=dead, llm_service_url=dead, image_service_url=dead)
-    with TestClient(build_app(settings, configure_logging=False)) as test_client:
-        yield test_client
 
 
 def pages(client: TestClient, headers: dict[str, str], size: int, **params: Any) -> tuple[list[str], list[int]]:
@@ -42,73 +30,75 @@ def pages(client: TestClient, headers: dict[str, str], size: int, **params: Any)
 
 
 def test_paging_a_broad_search_returns_each_match_once(
-    client: TestClient, auth_headers: Callable[[str], dict[str, str]], database_url: str
+    mobile_client: TestClient, auth_headers: Callable[[str], dict[str, str]], database_url: str
 ) -> None:
     owner, other = auth_headers(str(uuid.uuid4())), auth_headers(str(uuid.uuid4()))
     made = [
-        create(client, owner, title=f"note {n}", content=f"the lantern list {n}", pinned=n % 3 == 0, tags=["log"])
+        create(
+            mobile_client, owner, title=f"note {n}", content=f"the lantern list {n}", pinned=n % 3 == 0, tags=["log"]
+        )
         for n in range(11)
     ]
-    titled = [create(client, owner, title=f"Lantern {n}", content="in the title") for n in range(2)]
-    create(client, owner, title="unrelated", content="no match here")
+    titled = [create(mobile_client, owner, title=f"Lantern {n}", content="in the title") for n in range(2)]
+    create(mobile_client, owner, title="unrelated", content="no match here")
     for n in range(5):
-        create(client, other, title="Lantern of someone else", content=f"lantern {n}")
+        create(mobile_client, other, title="Lantern of someone else", content=f"lantern {n}")
     gone = made[4]
-    assert client.delete(f"/api/v1/records/{gone['id']}", headers=owner).status_code == 204
+    assert mobile_client.delete(f"/api/v1/records/{gone['id']}", headers=owner).status_code == 204
     live = {r["id"] for r in made if r is not gone} | {r["id"] for r in titled}
 
     for size in (1, 3, 5, 20):
-        ids, totals = pages(client, owner, size, q="lantern")
+        ids, totals = pages(mobile_client, owner, size, q="lantern")
         assert len(ids) == len(set(ids)) == len(live), (size, ids)
         assert set(ids) == live
         assert set(totals) == {len(live)}
 
     if database_url.startswith("sqlite"):
-        ids, _ = pages(client, owner, 3, q="lantern")
+        ids, _ = pages(mobile_client, owner, 3, q="lantern")
         newest_first = [r["id"] for r in reversed(made) if r is not gone]
         assert ids == [titled[1]["id"], titled[0]["id"], *newest_first]
 
-    pinned, totals = pages(client, owner, 2, q="lantern", pinned="true")
+    pinned, totals = pages(mobile_client, owner, 2, q="lantern", pinned="true")
     assert sorted(pinned) == sorted(r["id"] for r in made if r["pinned"] and r is not gone)
     assert set(totals) == {len(pinned)}
-    tagged, _ = pages(client, owner, 4, q="lantern", tag="log")
+    tagged, _ = pages(mobile_client, owner, 4, q="lantern", tag="log")
     assert set(tagged) == {r["id"] for r in made if r is not gone}
     if database_url.startswith("sqlite"):  # PostgreSQL matches whole words
-        short, _ = pages(client, owner, 4, q="lantern 1")  # "1": too short for trigrams, a substring
+        short, _ = pages(mobile_client, owner, 4, q="lantern 1")  # "1": too short for trigrams, a substring
         expected = [r for r in [*made, *titled] if "1" in r["title"] + r["content"] and r is not gone]
         assert set(short) == {r["id"] for r in expected}
-    assert pages(client, owner, 5, q="lantern me")[0] == []  # "me" (short) is in no lantern record
+    assert pages(mobile_client, owner, 5, q="lantern me")[0] == []  # "me" (short) is in no lantern record
     newcomer = auth_headers(str(uuid.uuid4()))  # never wrote a record
-    assert pages(client, newcomer, 5, q="lantern") == ([], [0])
+    assert pages(mobile_client, newcomer, 5, q="lantern") == ([], [0])
 
 
 def test_an_edit_moves_a_record_in_and_out_of_the_results(
-    client: TestClient, auth_headers: Callable[[str], dict[str, str]]
+    mobile_client: TestClient, auth_headers: Callable[[str], dict[str, str]]
 ) -> None:
     owner = auth_headers(str(uuid.uuid4()))
-    record = create(client, owner, title="draft", content="about ferrets")
-    assert pages(client, owner, 10, q="ferrets")[0] == [record["id"]]
-    changed = client.patch(f"/api/v1/records/{record['id']}", json={"content": "about otters"}, headers=owner)
+    record = create(mobile_client, owner, title="draft", content="about ferrets")
+    assert pages(mobile_client, owner, 10, q="ferrets")[0] == [record["id"]]
+    changed = mobile_client.patch(f"/api/v1/records/{record['id']}", json={"content": "about otters"}, headers=owner)
     assert changed.status_code == 200
-    assert pages(client, owner, 10, q="ferrets")[0] == []
-    assert pages(client, owner, 10, q="otters")[0] == [record["id"]]
+    assert pages(mobile_client, owner, 10, q="ferrets")[0] == []
+    assert pages(mobile_client, owner, 10, q="otters")[0] == [record["id"]]
 
 
 def test_other_users_writing_the_same_words_never_change_my_order(
-    client: TestClient, auth_headers: Callable[[str], dict[str, str]]
+    mobile_client: TestClient, auth_headers: Callable[[str], dict[str, str]]
 ) -> None:
     # Ranking by table-wide word statistics (bm25) would let a user learn from the order of
     # their own results how often other users write a word.
     me, them = auth_headers(str(uuid.uuid4())), auth_headers(str(uuid.uuid4()))
     mine = [
-        create(client, me, title="plan", content="secretplan secretplan secretplan controlword"),
-        create(client, me, title="plan", content="secretplan controlword controlword controlword"),
-        create(client, me, title="会议", content="周一的会议"),
-        create(client, me, title="周报", content="会议纪要"),
+        create(mobile_client, me, title="plan", content="secretplan secretplan secretplan controlword"),
+        create(mobile_client, me, title="plan", content="secretplan controlword controlword controlword"),
+        create(mobile_client, me, title="会议", content="周一的会议"),
+        create(mobile_client, me, title="周报", content="会议纪要"),
     ]
     queries = ["secretplan controlword", "会议", "会议纪要 plan", "plan"]
-    before = {q: pages(client, me, 10, q=q)[0] for q in queries}
+    before = {q: pages(mobile_client, me, 10, q=q)[0] for q in queries}
     assert set(before["secretplan controlword"]) == {mine[0]["id"], mine[1]["id"]}
     for n in range(6):
-        create(client, them, title="secretplan 会议", content=f"secretplan {n} 会议")
-    assert {q: pages(client, me, 10, q=q)[0] for q in queries} == before
+        create(mobile_client, them, title="secretplan 会议", content=f"secretplan {n} 会议")
+    assert {q: pages(mobile_client, me, 10, q=q)[0] for q in queries} == before
