@@ -91,14 +91,16 @@ class RecordChangeCounter(Base):
 # SQLite: ``records_search``, an FTS5 table with the trigram tokenizer (substring matching, so
 # Chinese text matches too) over title and content of every live record. Its document ids are
 # owner-ranged: ``owner number * 2**32 + records.rowid``, the owner numbers kept in
-# ``records_search_owners``. A search gives FTS5 the owner's id range, so it counts and ranks
-# only that owner's postings: a user with 100,000 records no longer pays for the others' matches
+# ``records_search_owners``. A search gives FTS5 the owner's id range, so it counts and pages
+# through only that owner's postings: a user with 100,000 records no longer pays for the others' matches
 # nor joins every match back to ``records`` to learn whose it is. Triggers keep it in step with
 # every write (tombstones leave the index); it holds its own copy of the text, so a row can be
 # deleted by id. ``records.rowid`` must stay below 2**32 (four billion records).
 SQLITE_SEARCH_TABLE = "records_search"
 SQLITE_SEARCH_OWNERS = "records_search_owners"
-SEARCH_DOCID_SPAN = 2**32  # document ids of one owner: [number * SPAN, (number + 1) * SPAN)
+# Document ids of one owner: [number * SPAN, (number + 1) * SPAN). The SQL below spells it out
+# as 4294967296 (DDL is written literally, as the revisions freeze it).
+SEARCH_DOCID_SPAN = 2**32
 
 _NEW_DOC = (
     "INSERT OR IGNORE INTO records_search_owners(owner_id) VALUES (new.owner_id); "
@@ -121,15 +123,6 @@ _SQLITE_SEARCH_DDL: tuple[str, ...] = (
     "CREATE TRIGGER IF NOT EXISTS records_search_update AFTER UPDATE OF owner_id, title, content, deleted_at "
     "ON records BEGIN " + _OLD_DOC + _NEW_DOC + "END",
     "CREATE TRIGGER IF NOT EXISTS records_search_delete AFTER DELETE ON records BEGIN " + _OLD_DOC + "END",
-)
-_SQLITE_SEARCH_OBJECTS = frozenset(
-    {
-        SQLITE_SEARCH_TABLE,
-        SQLITE_SEARCH_OWNERS,
-        "records_search_insert",
-        "records_search_update",
-        "records_search_delete",
-    }
 )
 # The first search index (before owner-ranged ids): dropped when a database is upgraded.
 _SQLITE_LEGACY_SEARCH = ("records_fts_insert", "records_fts_delete", "records_fts_update", "records_fts")
@@ -196,6 +189,19 @@ def rebuild_sqlite_search_index_sql() -> tuple[str, ...]:
         # One b-tree instead of the many segments a bulk delete and refill leave behind.
         "INSERT INTO records_search(records_search) VALUES ('optimize')",
     )
+
+
+# What a database's search index consists of (all must exist for it to count as complete).
+_SQLITE_SEARCH_OBJECTS = frozenset(
+    {
+        SQLITE_SEARCH_TABLE,
+        SQLITE_SEARCH_OWNERS,
+        "records_search_insert",
+        "records_search_update",
+        "records_search_delete",
+        SQLITE_CJK_TABLE,
+    }
+)
 
 
 def upgrade_sqlite_search_index(connection: Any) -> bool:

@@ -145,3 +145,9 @@ async def test_an_upgrade_cut_short_or_an_emptied_index_is_redone_at_the_next_st
         await conn.execute(text("DELETE FROM records_search"))
     await db.create_all()
     assert await _search(db, owner, "lantern") == [mine.id]
+
+    async with db.engine.begin() as conn:  # a part of the index gone
+        await conn.execute(text("DROP TABLE records_cjk"))
+    await db.create_all()
+    assert "records_cjk" in await _objects(db)
+    assert await _search(db, owner, "lantern") == [mine.id]

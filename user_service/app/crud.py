@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.database import Database
 from common.models.user import User
+from user_service.app.schemas import UserRead
 
 crud_users: FastCRUD = FastCRUD(User)
 
@@ -21,30 +22,31 @@ async def release_connection(session: AsyncSession) -> None:
     await session.commit()
 
 
-async def get_user(session: AsyncSession, user_id: str) -> User | None:
-    """The user with this id; None for anything that is not a UUID (never sent to the database:
-    PostgreSQL refuses e.g. NUL characters that SQLite would accept)."""
+def is_uuid(value: str) -> bool:
+    """Whether an id can be a user id at all: anything else is never sent to the database
+    (PostgreSQL refuses e.g. NUL characters that SQLite would accept)."""
     try:
-        uuid.UUID(user_id)
+        uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
-        return None
-    return await session.get(User, user_id)
+        return False
+    return True
 
 
-# The columns of ``UserRead``: never the password hash.
-PUBLIC_COLUMNS = ("id", "username", "email", "display_name", "role", "is_active", "created_at", "updated_at")
+async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    """The user with this id; None for anything that is not a UUID."""
+    return await session.get(User, user_id) if is_uuid(user_id) else None
 
 
 def _public_by_id() -> Select[Any]:
-    return select(*(User.__table__.c[name] for name in PUBLIC_COLUMNS)).where(User.id == bindparam("user_id"))
+    # Exactly the fields of ``UserRead``: never the password hash.
+    columns = (User.__table__.c[name] for name in UserRead.model_fields)
+    return select(*columns).where(User.id == bindparam("user_id"))
 
 
 async def get_public_user_quick(db: Database, user_id: str) -> dict[str, Any] | None:
     """The hot read of ``GET /users/me``: the user's public columns through ``Database.quick``
     (no ORM session); None for a missing user or an id that is not a UUID."""
-    try:
-        uuid.UUID(user_id)
-    except (ValueError, TypeError, AttributeError):
+    if not is_uuid(user_id):
         return None
     rows = await db.quick.rows("users.public_by_id", _public_by_id, user_id=user_id)
     return rows[0] if rows else None
