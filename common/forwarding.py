@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +90,25 @@ _REQUEST_REPLACED: frozenset[str] = frozenset({"host", "expect", "x-request-id",
 _RESPONSE_REPLACED: frozenset[str] = frozenset({"x-request-id", "date", "server"})
 
 
+def has_dot_segments(path: str) -> bool:
+    """Whether ``path`` holds a ``.`` or ``..`` segment, percent-encoded (even twice) or not.
+
+    Such a path is never forwarded: an HTTP client or the upstream would resolve it after the
+    routing decision was made on the unresolved text (SPEC §6)."""
+    text = path
+    for _ in range(3):
+        decoded = urllib.parse.unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return any(segment in (".", "..") for segment in text.replace("\\", "/").split("/"))
+
+
 def route_for(path: str, routes: Iterable[ForwardRoute] = FORWARD_ROUTES) -> ForwardRoute | None:
-    """The forwarding route of ``path``, or None when the path is not forwarded."""
+    """The forwarding route of ``path``, or None when the path is not forwarded (dot segments
+    included: the caller answers 404)."""
+    if has_dot_segments(path):
+        return None
     for route in routes:
         if route.matches(path):
             return route
@@ -428,12 +446,11 @@ class ForwardingDispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = scope["path"]
-            for route in self.routes:
-                if route.matches(path):
-                    scope["route"] = _RouteTemplate(route.prefix + "/*")
-                    await self.forward_app(scope, receive, send)
-                    return
+            route = route_for(scope["path"], self.routes)
+            if route is not None:
+                scope["route"] = _RouteTemplate(route.prefix + "/*")
+                await self.forward_app(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

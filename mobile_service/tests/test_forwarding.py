@@ -272,3 +272,44 @@ def test_forwarded_path_uses_the_forwarding_body_limit_not_the_records_limit(
         too_big = client.post("/api/v1/images", content=b"x" * 5000)
         assert too_big.status_code == 413
         assert too_big.json()["code"] == "payload_too_large"
+
+
+DOT_SEGMENT_PATHS = [
+    "/api/v1/auth/../../../metrics",
+    "/api/v1/images/../../../openapi.json",
+    "/api/v1/auth/x/../login",
+    "/api/v1/auth/%2e%2e/%2e%2e/%2e%2e/metrics",
+    "/api/v1/auth/%2E%2E%2F%2E%2E%2Fmetrics",
+    "/api/v1/auth/%252e%252e/me",
+    "/api/v1/users/./me",
+]
+
+
+def raw_get(base_url: str, path: str) -> tuple[int, dict[str, Any], bool]:
+    """GET ``path`` exactly as written (httpx would resolve the dot segments before sending);
+    answers the status, the JSON body and whether the connection stayed open."""
+    import http.client
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(base_url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        connection.request(
+            "POST" if path.endswith("/login") else "GET",
+            path,
+            body=b"{}" if path.endswith("/login") else None,
+            headers={"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        body = json.loads(response.read() or b"{}")
+        return response.status, body, not response.will_close
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", DOT_SEGMENT_PATHS)
+def test_dot_segments_are_never_forwarded(mobile: RunningProcess, path: str) -> None:
+    status, body, _ = raw_get(mobile.url, path)
+    assert status == 404, body
+    assert body["code"] == "not_found"
+    assert "access_token" not in body

@@ -220,3 +220,20 @@ def test_public_base_url_must_be_an_http_address(make_settings: Callable[..., An
     for bad in ("notes.example.org", "javascript:alert(1)", "https://notes.example.org/?x=1"):
         with pytest.raises(ValueError, match="PUBLIC_BASE_URL"):
             make_settings(WebSettings, "web_service", public_base_url=bad)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/auth/../../../metrics",
+        "/api/v1/records/../../../openapi.json",
+        "/api/v1/users/%2e%2e/%2e%2e/%2e%2e/metrics",
+        "/api/v1/users/./me",
+    ],
+)
+def test_dot_segments_are_never_forwarded_from_the_browser(web_app: Flask, services: dict[str, str], path: str) -> None:
+    client = web_app.test_client()
+    sign_in(client, new_account(services))
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "not_found"
