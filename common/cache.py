@@ -29,16 +29,27 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutE
 REDIS_MAX_CONNECTIONS = 1024
 
 
+# A Redis that accepts connections but does not answer (frozen, partitioned) must cost a request
+# under a second (SPEC §9): at most one health-check PING and one command, each within this wait.
+REDIS_SOCKET_TIMEOUT_SECONDS = 0.45
+
+
+def redis_timeouts() -> dict[str, float]:
+    """The socket timeouts of every Redis client of the suite, async and sync (Flask) alike."""
+    return {"socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS}
+
+
 def create_redis(url: str, max_connections: int = REDIS_MAX_CONNECTIONS) -> aioredis.Redis:
     """A pooled client with short timeouts so a dead Redis fails fast instead of hanging requests."""
     pool = aioredis.ConnectionPool.from_url(
         url,
         max_connections=max_connections,
         decode_responses=True,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        # A dropped connection (Redis restarted) is retried once; a timeout is not, so that a
+        # frozen Redis is not waited for twice.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1, supported_errors=(RedisConnectionError,)),
+        **redis_timeouts(),
     )
     return aioredis.Redis.from_pool(pool)
 

@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from common.cache import redact_url
+from common.cache import redact_url, redis_timeouts
 from common.config import Settings
 from common.errors import AppError, BadRequest, error_body
 from common.logging_setup import request_id_var, setup_logging, user_id_var
@@ -56,9 +56,7 @@ def create_flask_app(
         SESSION_COOKIE_SECURE=settings.env == "production",
     )
     app.extensions["settings"] = settings
-    app.extensions["redis"] = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=2.0
-    )
+    app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, decode_responses=True, **redis_timeouts())
     extra_checks = dict(ready_checks or {})
 
     @app.before_request
