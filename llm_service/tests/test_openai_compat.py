@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,25 @@ def test_bad_bodies_and_failures_use_the_error_shape(
     with client.stream("POST", "/v1/chat/completions", json=cut, headers=me) as response:
         events = parse_sse(response.read().decode())
     assert "error" in events[-1][1] and events[-1][1]["error"]["code"] == "upstream_error"
+
+
+def test_a_lone_surrogate_is_a_bad_request_not_a_server_error(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    for body in (
+        {"messages": [{"role": "user", "content": "\ud800"}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\udfffb"}]}]},
+        {"messages": MESSAGES, "user": "\ud83d"},
+    ):
+        # json.dumps escapes the surrogate as "\\ud800", as a client's JSON encoder would send it.
+        raw = json.dumps(body).encode()
+        response = client.post("/v1/chat/completions", content=raw, headers={**me, "Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "surrogate" in response.text
+    # Nothing reached the provider, and the next good call works.
+    assert client.post("/v1/chat/completions", json={"messages": MESSAGES}, headers=me).status_code == 200
+    assert client.get("/api/v1/usage", headers=me).json()["totals"]["requests"] == 1
 
 
 def test_models_outside_the_allow_list_are_refused(
