@@ -17,6 +17,8 @@ class ImageSettings(Settings):
     image_max_bytes: int = 10 * 1024 * 1024
     # Decoded size cap (width × height): refuses decompression bombs before any pixel is decoded.
     image_max_pixels: int = 40_000_000
+    # Frames of an animation, counted from the file's blocks before any frame is decoded.
+    image_max_frames: int = 1000
     upload_chunk_bytes: int = 64 * 1024
     thumbnail_max_side: int = 320
     image_decode_workers: int = 2  # images decoded at once per process (bounds CPU and peak memory)

@@ -67,7 +67,9 @@ async def _store_clean(ctx: ImageContext, source: Path, image_id: str) -> tuple[
     """Re-encode ``source`` into the store under a server-made key."""
     target = ctx.storage.temp_file()
     try:
-        clean = await ctx.decoder.run(clean_image, source, target, ctx.settings.image_max_pixels)
+        clean = await ctx.decoder.run(
+            clean_image, source, target, ctx.settings.image_max_pixels, ctx.settings.image_max_frames
+        )
         key = new_key("originals", clean.extension, image_id)
         await ctx.storage.put_file(key, target)
     finally:

@@ -76,7 +76,47 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open_accepted(source: Path, max_pixels: int) -> Image.Image:
+def count_gif_frames(source: Path, stop_after: int) -> int:
+    """The image descriptors of a GIF, counted by walking its blocks without decoding any pixel
+    (Pillow's ``n_frames`` decodes every frame to count them); stops once past ``stop_after``.
+    A truncated or malformed file ends the count where it breaks: Pillow judges it afterwards."""
+    frames = 0
+    with source.open("rb") as stream:
+
+        def skip_sub_blocks() -> bool:
+            while True:
+                size = stream.read(1)
+                if not size:
+                    return False
+                if size[0] == 0:
+                    return True
+                stream.seek(size[0], 1)
+
+        header = stream.read(13)
+        if len(header) < 13 or not header.startswith(b"GIF"):
+            return 0
+        if header[10] & 0x80:
+            stream.seek(3 * 2 ** ((header[10] & 0x07) + 1), 1)
+        while frames <= stop_after:
+            introducer = stream.read(1)
+            if introducer == b"\x21":  # extension: a label, then sub-blocks
+                if not stream.read(1) or not skip_sub_blocks():
+                    break
+            elif introducer == b"\x2c":  # image descriptor
+                descriptor = stream.read(9)
+                if len(descriptor) < 9:
+                    break
+                frames += 1
+                if descriptor[8] & 0x80:
+                    stream.seek(3 * 2 ** ((descriptor[8] & 0x07) + 1), 1)
+                if not stream.read(1) or not skip_sub_blocks():  # LZW code size, then the data
+                    break
+            else:  # the trailer, or bytes that are not GIF blocks
+                break
+    return frames
+
+
+def _open_accepted(source: Path, max_pixels: int, max_frames: int) -> Image.Image:
     """Open by content (only the four accepted decoders are tried) and refuse bombs before decoding."""
     try:
         image = Image.open(source, formats=list(ACCEPTED_FORMATS))
@@ -86,11 +126,17 @@ def _open_accepted(source: Path, max_pixels: int) -> Image.Image:
         raise UnsupportedMediaType("The file is not a JPEG, PNG, WebP or GIF image") from exc
     except Exception as exc:  # Pillow raises many types for malformed input (found by fuzzing)
         raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
+    if image.format == "GIF" and count_gif_frames(source, max_frames) > max_frames:
+        image.close()
+        raise PayloadTooLarge(f"The animation has more than {max_frames} frames")
     try:
-        frames = getattr(image, "n_frames", 1)  # GIF/WebP: walks the frame headers
+        frames = getattr(image, "n_frames", 1)  # WebP/PNG: from the headers; GIF: bounded above
     except Exception as exc:
         image.close()
         raise UnsupportedMediaType("The image data is corrupt or truncated") from exc
+    if frames > max_frames:
+        image.close()
+        raise PayloadTooLarge(f"The animation has {frames} frames; the limit is {max_frames}")
     if image.width * image.height * frames > max_pixels:
         image.close()
         raise PayloadTooLarge(
@@ -144,11 +190,11 @@ def _save_animation(original: Image.Image, fmt: str, target: Path) -> Image.Imag
     return frames[0]
 
 
-def clean_image(source: Path, target: Path, max_pixels: int) -> CleanImage:
+def clean_image(source: Path, target: Path, max_pixels: int, max_frames: int) -> CleanImage:
     """Validate ``source`` and write its cleaned re-encoding to ``target``.
 
     Raises 415 for anything that is not an accepted, decodable image and 413 for bombs."""
-    with _open_accepted(source, max_pixels) as original:
+    with _open_accepted(source, max_pixels, max_frames) as original:
         fmt = original.format or ""
         mime, extension = ACCEPTED_FORMATS[fmt]
         try:

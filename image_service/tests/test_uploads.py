@@ -124,6 +124,28 @@ def test_decompression_bomb_is_refused_with_413(client: TestClient, issue_token:
     assert response.json()["code"] == "payload_too_large"
 
 
+def gif_of_tiny_frames(count: int) -> bytes:
+    """A valid GIF of ``count`` 1×1 frames, written block by block (Pillow would take minutes)."""
+    header = b"GIF89a" + b"\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00" + b"\x02\x02\x44\x01\x00"
+    return header + frame * count + b"\x3b"
+
+
+def test_an_animation_of_too_many_frames_is_refused_before_decoding(
+    client: TestClient, issue_token: Callable[..., str]
+) -> None:
+    token = issue_token()
+    # 400,000 frames of one pixel each: far under the pixel cap, 6 MB, 40 s of decoding before the fix.
+    response = upload(client, token, gif_of_tiny_frames(400_000), "frames.gif")
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "payload_too_large"
+    assert "frames" in response.json()["detail"]
+    assert client.get("/api/v1/images", headers=auth(token)).json()["total_count"] == 0
+    # At the limit the same kind of file is an ordinary animation.
+    accepted = upload(client, token, gif_of_tiny_frames(1000), "ok.gif")
+    assert accepted.status_code == 201, accepted.text
+
+
 def test_animated_gif_keeps_its_frames(client: TestClient, issue_token: Callable[..., str]) -> None:
     frames = [Image.new("RGB", (16, 16), (i * 60, 255 - i * 60, 0)) for i in range(4)]
     buffer = io.BytesIO()
