@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -50,10 +50,13 @@ ReadyCheck = Callable[[FastAPI], Awaitable[None]]
 class RequestContextMiddleware:
     """Pure ASGI middleware (keeps streaming intact): request id, body limit, access log, metrics."""
 
-    def __init__(self, app: ASGIApp, service: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, service: str, max_body_bytes: int, body_limits: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +70,9 @@ class RequestContextMiddleware:
         user_id_var.set("-")
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500}
-        limit = scope["state"].get("max_body_bytes", self.max_body_bytes)
+        limit = scope["state"].get(
+            "max_body_bytes", self.body_limits.get((scope["method"], scope["path"]), self.max_body_bytes)
+        )
 
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -214,10 +219,13 @@ def create_app(
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     ready_checks: dict[str, ReadyCheck] | None = None,
+    body_limits: Mapping[tuple[str, str], int] | None = None,
     configure_logging: bool = True,
 ) -> FastAPI:
     """Build a service's FastAPI app. ``upstreams`` names the suite services it calls
-    (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in ``app.state.clients``."""
+    (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in ``app.state.clients``.
+    ``body_limits`` raises the body limit of single routes, by (method, path), above
+    ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one."""
     if configure_logging:
         setup_logging(settings.service_name, settings.log_level, settings.log_format or "console", settings.log_dir)
     extra_checks = dict(ready_checks or {})
@@ -269,7 +277,12 @@ def create_app(
     install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
-    app.add_middleware(RequestContextMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=settings.service_name,
+        max_body_bytes=settings.max_body_bytes,
+        body_limits=body_limits,
+    )
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

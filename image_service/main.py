@@ -69,6 +69,7 @@ def build_app(settings: ImageSettings | None = None, **factory_kwargs: object) -
         on_startup=[_open_images],
         on_shutdown=[_close_images],
         ready_checks={"storage": _storage_ready},
+        body_limits={("POST", "/api/v1/images"): settings.upload_body_bytes},
         **factory_kwargs,  # type: ignore[arg-type]
     )
 

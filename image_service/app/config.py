@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
-
 from common.config import REPO_ROOT, Settings
 
 # Room for the multipart boundaries, part headers and the small ``record_id`` field.
@@ -42,9 +40,9 @@ class ImageSettings(Settings):
     generation_workers_enabled: bool = True
     generation_max_open_per_user: int = 10  # unfinished tasks one user may have queued (else 429)
 
-    @model_validator(mode="after")
-    def _fit_body_limit_to_uploads(self) -> ImageSettings:
-        # The factory's generic body limit must let a maximal upload (plus multipart framing)
-        # through; the upload parser then enforces IMAGE_MAX_BYTES on the file part itself.
-        self.max_body_bytes = max(self.max_body_bytes, self.image_max_bytes + MULTIPART_OVERHEAD_BYTES)
-        return self
+    @property
+    def upload_body_bytes(self) -> int:
+        """The body limit of the upload route only: a maximal upload plus multipart framing (the
+        upload parser then enforces IMAGE_MAX_BYTES on the file part itself). JSON routes keep
+        the common MAX_BODY_BYTES."""
+        return self.image_max_bytes + MULTIPART_OVERHEAD_BYTES

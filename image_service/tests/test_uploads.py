@@ -284,3 +284,17 @@ def test_gps_is_removed_from_png_and_webp_too(client: TestClient, issue_token: C
     stored = Image.open(io.BytesIO(client.get(body["url"], headers=auth(token)).content))
     assert not stored.getexif().get_ifd(ExifTags.IFD.GPSInfo)
     assert ExifTags.Base.GPSInfo not in stored.getexif()
+
+
+def test_json_routes_keep_the_common_body_limit(client: TestClient, issue_token: Callable[..., str]) -> None:
+    token = issue_token()
+    # 2 MiB of JSON: over the common 1 MiB limit, far under the upload limit.
+    response = client.post("/api/v1/generations", json={"prompt": "x" * (2 * 1024 * 1024), "n": 1}, headers=auth(token))
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "payload_too_large"
+    # A 2 MB image still goes through the upload route.
+    big = Image.effect_noise((1024, 700), 64).convert("RGB")
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > 1024 * 1024
+    assert upload(client, token, buffer.getvalue(), "noise.png").status_code == 201
