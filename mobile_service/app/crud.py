@@ -389,6 +389,9 @@ async def search_page(
     """Full-text search over title and content of the owner's live records, ranked."""
     q = clean_query_text(q)
     terms = search_terms(q)
+    if not terms:  # only control characters or separators: nothing can match (and no empty CASE)
+        await release(session)
+        return {"data": [], "total_count": 0}
     if _dialect(session) == "postgresql":
         stmt, order = _postgres_search(filters, terms, q)
     else:

@@ -102,3 +102,13 @@ def test_other_users_writing_the_same_words_never_change_my_order(
     for n in range(6):
         create(mobile_client, them, title="secretplan 会议", content=f"secretplan {n} 会议")
     assert {q: pages(mobile_client, me, 10, q=q)[0] for q in queries} == before
+
+
+def test_a_query_of_only_control_characters_finds_nothing_instead_of_failing(
+    mobile_client: TestClient, auth_headers: Callable[[str], dict[str, str]]
+) -> None:
+    owner = auth_headers(str(uuid.uuid4()))
+    record = create(mobile_client, owner, title="kept", content="about badgers")
+    for q in ("\x7f", "\x11", "\x7f\x11\x01"):
+        assert pages(mobile_client, owner, 10, q=q) == ([], [0]), repr(q)
+    assert pages(mobile_client, owner, 10, q="badgers")[0] == [record["id"]]
