@@ -209,6 +209,9 @@ async def admin_update(
     changed_access = ("role" in fields and fields["role"] != user.role) or (
         "is_active" in fields and fields["is_active"] is False and user.is_active
     )
+    leaves_admin_role = user.role == ROLE_ADMIN and user.is_active and changed_access
+    if leaves_admin_role and await crud.other_active_admins(session, user.id) == 0:
+        raise Conflict("This is the last active admin: make another user admin first")
     for name, value in fields.items():
         setattr(user, name, value)
     await session.commit()

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from fastcrud import FastCRUD
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.database import Database
@@ -50,6 +50,14 @@ async def get_public_user_quick(db: Database, user_id: str) -> dict[str, Any] | 
         return None
     rows = await db.quick.rows("users.public_by_id", _public_by_id, user_id=user_id)
     return rows[0] if rows else None
+
+
+async def other_active_admins(session: AsyncSession, user_id: str) -> int:
+    """How many active admins there are besides ``user_id``."""
+    found = await session.execute(
+        select(func.count()).select_from(User).where(User.role == "admin", User.is_active.is_(True), User.id != user_id)
+    )
+    return int(found.scalar_one())
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
