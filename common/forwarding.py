@@ -231,6 +231,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientLeft(Exception):
+    pass
+
+
+@dataclass
+class _BodyState:
+    """What became of the client's body while it was streamed upstream."""
+
+    too_large: bool = False
+    done: bool = False
+    client_left: bool = False
+
+
 class AsgiForwarder:
     """An ASGI app that forwards every request it gets to the owning service, streaming both ways.
 
@@ -295,9 +308,8 @@ class AsgiForwarder:
         has_body = "transfer-encoding" in names or any(
             name.lower() == "content-length" and value.strip() not in ("", "0") for name, value in raw_headers
         )
-        too_large: list[BaseException] = []
-        body_done: list[bool] = []
-        body = self._request_body(receive, too_large, body_done) if has_body else None
+        body_state = _BodyState()
+        body = self._request_body(receive, body_state) if has_body else None
         long_running = route is not None and route.long_running
         timeout = self._long_timeout if long_running else self._timeout
         read_seconds = timeout.sock_read or self.config.timeout_seconds
@@ -315,7 +327,10 @@ class AsgiForwarder:
             await _send_error(send, request_id, upstream_unreachable(service, base_url))
             return
         except Exception as exc:  # a broken upstream or client body must not become a 500
-            if too_large:
+            if body_state.client_left:
+                logger.info("client left mid-upload; the request to %s was abandoned", service)
+                return
+            if body_state.too_large:
                 limit = self.config.max_body_bytes
                 await _send_error(send, request_id, PayloadTooLarge(f"Request body exceeds {limit} bytes"))
                 return
@@ -347,7 +362,7 @@ class AsgiForwarder:
                     if not response.content.at_eof():
                         # The request body is read (or there was none): from now on receive()
                         # only tells whether the client went away.
-                        if body is None or body_done:
+                        if body is None or body_state.done:
                             if not await _stream_until_client_leaves(response, send, receive):
                                 logger.info("client left a streamed answer of %s; upstream closed", service)
                                 return
@@ -359,26 +374,26 @@ class AsgiForwarder:
                     raise
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _request_body(
-        self, receive: Receive, too_large: list[BaseException], done: list[bool]
-    ) -> AsyncIterator[bytes]:
+    async def _request_body(self, receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
         """The client's body as it arrives (backpressure comes from the app server's receive)."""
         while True:
             try:
                 message = await receive()
             except StarletteHTTPException as exc:  # the app's body limit tripped mid-stream
                 if exc.status_code == 413:
-                    too_large.append(exc)
+                    state.too_large = True
                     raise _BodyTooLarge from exc
                 raise
             if message["type"] == "http.disconnect":
-                done.append(True)
-                return
+                # The client left mid-body: fail the upstream request so aiohttp drops that
+                # connection at once, instead of the upstream waiting for bytes that never come.
+                state.client_left = True
+                raise _ClientLeft
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
-                done.append(True)
+                state.done = True
                 return
 
 

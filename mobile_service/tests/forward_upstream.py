@@ -2,7 +2,8 @@
 ``python -m mobile_service.tests.forward_upstream --port N``.
 
 - ``/api/v1/images/upload``: counts the body bytes as they arrive and answers their count and sha256;
-  ``GET /control/received`` tells how many bytes the current upload has delivered so far.
+  ``GET /control/received`` tells how many bytes the current upload has delivered so far, and
+  ``GET /control/abandoned`` how many uploads ended in a disconnect before their last byte.
 - ``/api/v1/chat/stream``: SSE; sends event 0, then each next event only after
   ``POST /control/next`` (so a test can prove events arrive one by one, never buffered).
 - ``/api/v1/text/slow``: answers after ``?seconds=`` (default 5).
@@ -27,7 +28,7 @@ from typing import Any
 
 import uvicorn
 
-STATE: dict[str, Any] = {"received": 0, "next": None, "disconnects": 0}
+STATE: dict[str, Any] = {"received": 0, "next": None, "disconnects": 0, "abandoned_uploads": 0}
 TEXT_RESULTS: dict[str, Any] = {
     "/api/v1/text/summarize": "A short summary.",
     "/api/v1/text/tags": ["Meeting", "budget", "meeting"],
@@ -97,6 +98,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _json(send, 200, {"status": "ok"})
     elif path == "/control/received":
         await _json(send, 200, {"received": STATE["received"]})
+    elif path == "/control/abandoned":
+        await _json(send, 200, {"abandoned": STATE["abandoned_uploads"]})
     elif path == "/control/next":
         STATE["next"].set()
         await _json(send, 200, {"ok": True})
@@ -105,6 +108,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         digest = hashlib.sha256()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                STATE["abandoned_uploads"] += 1
+                return
             chunk = message.get("body", b"")
             STATE["received"] += len(chunk)
             digest.update(chunk)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -312,3 +313,49 @@ def test_dot_segments_are_never_forwarded(mobile: RunningProcess, path: str) -> 
     assert status == 404, body
     assert body["code"] == "not_found"
     assert "access_token" not in body
+
+
+def test_client_leaving_an_upload_midway_abandons_the_upstream_request(
+    start_process: Callable[..., RunningProcess],
+    stub: RunningProcess,
+    user_service: RunningProcess,
+    database_url: str,
+    redis_url: str,
+) -> None:
+    # mobile_service with its default 30 s upstream timeout: the upstream may learn of the
+    # abandoned upload only from the proxy dropping its connection, never from that timeout.
+    port = free_port()
+    proxy = start_process(
+        ["mobile_service/main.py"],
+        {
+            "MOBILE_SERVICE_PORT": str(port),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "USER_SERVICE_URL": user_service.url,
+            "IMAGE_SERVICE_URL": stub.url,
+        },
+        port=port,
+    )
+    before = httpx.get(f"{stub.url}/control/abandoned", timeout=5.0).json()["abandoned"]
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = (
+        "POST /api/v1/images/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {UPLOAD_BYTES}\r\n\r\n"
+    )
+    client.sendall(head.encode() + os.urandom(UPLOAD_BYTES // 4))
+    received = 0
+    for _ in range(200):  # the first part reached the upstream
+        received = httpx.get(f"{stub.url}/control/received", timeout=5.0).json()["received"]
+        if received >= UPLOAD_BYTES // 8:
+            break
+        time.sleep(0.05)
+    assert received >= UPLOAD_BYTES // 8
+    client.close()  # the client leaves three quarters short
+
+    abandoned = before
+    deadline = time.monotonic() + 10.0  # well inside the 30 s the upstream timeout would take
+    while time.monotonic() < deadline and abandoned == before:
+        time.sleep(0.1)
+        abandoned = httpx.get(f"{stub.url}/control/abandoned", timeout=5.0).json()["abandoned"]
+    assert abandoned == before + 1
+    assert httpx.get(f"{proxy.url}/health", timeout=5.0).status_code == 200
