@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from common.llm_client import LLMClient
 
@@ -16,10 +18,16 @@ async def provider_models(
     llm: LLMClient, redis: aioredis.Redis, cache_seconds: int, *, probe_timeout: float | None = None
 ) -> list[dict[str, Any]]:
     """The provider's models (``id``, ``object``, ``created``, ``owned_by``), at most ``cache_seconds`` old."""
-    cached = await redis.get(MODELS_CACHE_KEY)
+    # The cache only saves a provider call: with Redis down the provider is asked directly, so
+    # /ready reports Redis and the provider each for what they are.
+    try:
+        cached = await redis.get(MODELS_CACHE_KEY)
+    except RedisError:
+        cached = None
     if cached:
         return json.loads(cached)
     models = await llm.list_models(probe_timeout=probe_timeout)
     if cache_seconds > 0:
-        await redis.set(MODELS_CACHE_KEY, json.dumps(models), ex=cache_seconds)
+        with contextlib.suppress(RedisError):
+            await redis.set(MODELS_CACHE_KEY, json.dumps(models), ex=cache_seconds)
     return models

@@ -87,3 +87,14 @@ def test_provider_down_is_502_and_the_service_stays_up(
         response = dead.post("/api/v1/text/title", json={"text": "note"}, headers=me)
         assert response.status_code == 502 and response.json()["code"] == "upstream_error"
         assert dead.get("/health").status_code == 200
+
+
+def test_ready_with_redis_down_blames_redis_not_the_provider(llm_app_factory: Callable[..., Any]) -> None:
+    # The models cache lives in Redis; the provider check must not fail because of that.
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    with TestClient(llm_app_factory(redis_url=dead_redis, models_cache_seconds=60)) as no_redis:
+        ready = no_redis.get("/ready")
+        assert ready.status_code == 503
+        checks = ready.json()["checks"]
+        assert checks["redis"] != "ok"
+        assert checks["llm_provider"] == "ok"
