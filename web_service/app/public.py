@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, make_response, render_templa
 from common.errors import UpstreamError
 from common.forwarding_wsgi import WsgiForwarder, upstream_errors
 from web_service.app import auth
+from web_service.app.config import WebSettings
 from web_service.app.markdown_render import plain_excerpt, render_markdown
 
 public_pages = Blueprint("public_pages", __name__)
@@ -33,6 +34,15 @@ def fetch_public_record(slug: str) -> dict[str, Any] | None:
         raise UpstreamError(f"{SERVICE} answered {response.status_code} for a public record")
     body = response.json()
     return body if isinstance(body, dict) else None
+
+
+def public_root(settings: WebSettings) -> str:
+    """The scheme and host for absolute links: configured, never taken from an unlisted Host."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    hosts = settings.public_host_list
+    asked = request.host.lower()
+    return f"{request.scheme}://{asked}" if asked in hosts else f"http://{hosts[0]}"
 
 
 def image_ids(record: dict[str, Any]) -> list[str]:
@@ -58,8 +68,7 @@ def public_record(slug: str) -> Response:
     images = image_ids(record)
     # Attachments the text already shows inline are not repeated in the gallery below it.
     gallery = [image_id for image_id in images if f"/api/v1/images/{image_id}/" not in content]
-    # A configured public address, so a forged Host header cannot end up in shared metadata.
-    root = current_app.extensions["settings"].public_base_url or request.url_root.rstrip("/")
+    root = public_root(current_app.extensions["settings"])
     description = str(record.get("summary") or "").strip() or plain_excerpt(body_html)
     response = make_response(
         render_template(

@@ -211,9 +211,16 @@ def test_public_page_links_use_the_configured_address_not_the_host_header(
     assert f'content="https://notes.example.org/p/{slug}"' in html
     assert "evil.example" not in html
 
-    # Unset, the address the request came to is used (documented: set it in production).
-    fallback = web_app.test_client().get(f"/p/{slug}").get_data(as_text=True)
-    assert f"http://localhost/p/{slug}" in fallback
+    # Unset: a Host on the configured list is used, any other Host gets the list's first entry.
+    listed = web_factory(public_hosts="notes.internal:8000, localhost:8000").test_client()
+    html = listed.get(f"/p/{slug}", headers={"Host": "localhost:8000"}).get_data(as_text=True)
+    assert f'href="http://localhost:8000/p/{slug}"' in html
+    html = listed.get(f"/p/{slug}", headers={"Host": "evil.example"}).get_data(as_text=True)
+    assert f'href="http://notes.internal:8000/p/{slug}"' in html and "evil.example" not in html
+    # Nothing configured at all: the loopback addresses on PORT.
+    port = web_app.extensions["settings"].port
+    html = web_app.test_client().get(f"/p/{slug}", headers={"Host": "evil.example"}).get_data(as_text=True)
+    assert f'href="http://127.0.0.1:{port}/p/{slug}"' in html and "evil.example" not in html
 
 
 def test_public_base_url_must_be_an_http_address(make_settings: Callable[..., Any]) -> None:
