@@ -1,16 +1,16 @@
 """How many concurrent chat streams (SSE) one web_service process carries.
 
-Under gunicorn's gthread worker each streaming response holds one thread for its whole life, so
-the thread pool (``WEB_THREADS``) caps the streams served at once; more wait in the accept queue.
 This bench serves a stub SSE upstream in place of llm_service (``--events`` events, one every
-``--interval`` seconds; a bare ASGI app under uvicorn, through ``bench.harness.start_app``), starts
-the real ``web_service/main.py`` (gunicorn, one worker; ``harness.start_service``) with each
-``--threads`` value, and opens ``--concurrency`` streams at once through web_service's same-origin
-API (the WSGI forwarder). The same streams straight from the stub are the baseline, measured in
-the same run. Not a test: nothing asserts a timing.
+``--interval`` seconds; a bare ASGI app under uvicorn, through ``bench.harness.start_app``) and
+opens ``--concurrency`` streams at once through web_service's same-origin API (the WSGI forwarder),
+against web_service as served now (``web_service/main.py``: gunicorn's gevent worker, one worker)
+and as it was served before (gunicorn gthread, ``--gthreads`` threads: each stream held one thread
+for its whole life, so the pool capped the streams served at once). The same streams straight from
+the stub are the baseline, measured in the same run. Servers are pinned to one core and this
+process to the other (``bench.harness``). Not a test: nothing asserts a timing.
 
-Run: ``.venv/bin/python bench/bench_web_sse.py`` (about a minute), or e.g.
-``--threads 16,64 --concurrency 16,64,96``. Only loopback ports are used.
+Run: ``.venv/bin/python -m bench.bench_web_sse`` (a few minutes), or e.g.
+``--concurrency 64,1000 --skip-gthread``. Only loopback ports are used.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import BenchEnv, start_app, start_service  # noqa: E402
+from bench.harness import BenchEnv, pin_load_generator, start_app, start_service, start_web_gthread  # noqa: E402
 
 STREAM_PATH = "/api/v1/chat/bench-stream"
 
@@ -142,22 +142,23 @@ def print_runs(runs: list[Run], stream_seconds: float, events: int) -> None:
         )
     print(
         "\nwaves = wall time / one stream's length: 1.0 means every stream ran at once; above 1 the extra"
-        "\nstreams waited for a free gthread thread (their time to first byte shows the wait)."
+        "\nstreams waited (for a free gthread thread, or for CPU); their time to first byte shows the wait."
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", default="16,64", help="comma-separated WEB_THREADS values")
-    parser.add_argument("--concurrency", default="16,64,96", help="comma-separated concurrent streams")
-    parser.add_argument("--events", type=int, default=20)
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between events")
+    parser.add_argument("--concurrency", default="64,500,1000", help="comma-separated concurrent streams")
+    parser.add_argument("--events", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between events")
+    parser.add_argument("--gthreads", type=int, default=64, help="threads of the gthread comparison")
+    parser.add_argument("--skip-gthread", action="store_true", help="leave out the gthread comparison")
     args = parser.parse_args()
+    pin_load_generator()
 
-    threads_list = [int(x) for x in args.threads.split(",") if x]
     levels = [int(x) for x in args.concurrency.split(",") if x]
     stream_seconds = args.events * args.interval
-    timeout = stream_seconds * (max(levels) // max(1, min(threads_list)) + 3) + 30
+    timeout = stream_seconds * (max(levels) // max(1, args.gthreads) + 3) + 30
     stub_env = {"BENCH_SSE_EVENTS": str(args.events), "BENCH_SSE_INTERVAL": str(args.interval)}
     runs: list[Run] = []
     with (
@@ -167,12 +168,19 @@ def main() -> int:
         for level in levels:
             result = asyncio.run(open_streams(stub.url + STREAM_PATH, level, args.events, timeout))
             runs.append(Run("bare ASGI (uvicorn) baseline", None, level, *result, None))
-        for threads in threads_list:
-            env = {**bench_env.env, "LLM_SERVICE_URL": stub.url, "WEB_THREADS": str(threads), "WEB_WORKERS": "1"}
-            with start_service("web_service", env) as web:
+        env = {**bench_env.env, "LLM_SERVICE_URL": stub.url, "WEB_WORKERS": "1"}
+        servers: list[tuple[str, int | None, Any]] = [
+            ("web_service gevent (now)", None, lambda: start_service("web_service", env))
+        ]
+        if not args.skip_gthread:
+            servers.append(
+                ("web_service gthread (before)", args.gthreads, lambda: start_web_gthread(env, args.gthreads))
+            )
+        for label, threads, start in servers:
+            with start() as web:
                 for level in levels:
                     result = asyncio.run(open_streams(web.url + STREAM_PATH, level, args.events, timeout))
-                    runs.append(Run("web_service gthread", threads, level, *result, group_rss_mb(web.proc.pid)))
+                    runs.append(Run(label, threads, level, *result, group_rss_mb(web.proc.pid)))
     print_runs(runs, stream_seconds, args.events)
     return 0
 

@@ -93,9 +93,26 @@ def _wait_healthy(server: Server, path: str) -> Server:
     raise RuntimeError(f"{server.name} did not become healthy at {server.url}{path}:\n{tail}")
 
 
+# Servers run on core 1 and the load generator (this process, or wrk) on core 0, so the two do not
+# take turns on one core. BENCH_PIN=0 turns it off (or a machine with one core, or no taskset).
+SERVER_CORE, LOAD_CORE = 1, 0
+
+
+def pinning_enabled() -> bool:
+    return os.environ.get("BENCH_PIN", "1") != "0" and (os.cpu_count() or 1) >= 2 and bool(shutil.which("taskset"))
+
+
+def pin_load_generator() -> None:
+    """Keep this process (the asyncio load generator) off the servers' core."""
+    if pinning_enabled():
+        os.sched_setaffinity(0, {LOAD_CORE})
+
+
 def _spawn(name: str, argv: list[str], env: dict[str, str] | None, port: int, health_path: str) -> Server:
     log = Path(tempfile.gettempdir()) / f"bench-{name}-{port}.log"
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if pinning_enabled():
+        argv = ["taskset", "-c", str(SERVER_CORE), *argv]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, cwd=REPO_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -133,6 +150,14 @@ def start_service(service: str, env: dict[str, str]) -> Server:
     port = free_port()
     child_env = {**env, f"{service.upper()}_PORT": str(port)}
     return _spawn(service, [sys.executable, str(REPO_ROOT / service / "main.py")], child_env, port, "/health")
+
+
+def start_web_gthread(env: dict[str, str], threads: int = 64) -> Server:
+    """web_service as it was served before the gevent worker (gunicorn gthread, ``threads`` per
+    worker, one worker), for comparison in the same run (``bench/gthread_web.py``)."""
+    port = free_port()
+    child_env = {**env, "WEB_SERVICE_PORT": str(port), "BENCH_GTHREADS": str(threads)}
+    return _spawn("web_gthread", [sys.executable, "-m", "bench.gthread_web"], child_env, port, "/health")
 
 
 class BenchEnv:
@@ -386,9 +411,11 @@ def _run_wrk(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
     try:
-        threads = max(1, min(connections, os.cpu_count() or 1))
+        pinned = pinning_enabled()
+        threads = 1 if pinned else max(1, min(connections, os.cpu_count() or 1))
         completed = subprocess.run(
             [
+                *(["taskset", "-c", str(LOAD_CORE)] if pinned else []),
                 "wrk",
                 f"-t{threads}",
                 f"-c{connections}",
@@ -450,8 +477,10 @@ __all__ = [
     "Server",
     "http_json",
     "parse_wrk_output",
+    "pin_load_generator",
     "print_table",
     "run_benchmark",
     "start_app",
     "start_service",
+    "start_web_gthread",
 ]

@@ -19,6 +19,7 @@ STATUS_CODES: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",  # not in the SPEC §4 table: a known path with another method (+ Allow)
+    408: "request_timeout",  # not in the SPEC §4 table: the client stalled sending its body (web_service)
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -91,6 +92,10 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status_code, code, default_detail = 409, "conflict", "Conflict"
+
+
+class RequestTimeout(AppError):
+    status_code, code, default_detail = 408, "request_timeout", "The request body did not arrive in time"
 
 
 class PayloadTooLarge(AppError):

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 from flask import Request, Response, stream_with_context
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from common.errors import NotFound, PayloadTooLarge
+from common.errors import NotFound, PayloadTooLarge, RequestTimeout
 from common.forwarding import (
     FORWARD_ROUTES,
     ForwardingConfig,
@@ -53,6 +53,10 @@ def upstream_errors(service: str, base_url: str, timeout_seconds: float) -> Iter
         raise upstream_failed(service, type(exc).__name__) from exc
     except httpx.TransportError as exc:
         raise upstream_failed(service, type(exc).__name__) from exc
+
+
+class ClientStalled(Exception):
+    """Reading the client's body failed mid-way (read timeout or disconnect)."""
 
 
 def raw_request_path(request: Request) -> str:
@@ -137,8 +141,11 @@ class WsgiForwarder:
             raise PayloadTooLarge(f"Request body exceeds {request.max_content_length} bytes") from exc
 
         def _chunks() -> Iterator[bytes]:
-            while chunk := stream.read(_CHUNK_BYTES):
-                yield chunk
+            try:
+                while chunk := stream.read(_CHUNK_BYTES):
+                    yield chunk
+            except (OSError, ClientDisconnected) as exc:  # stalled past the read timeout, or left
+                raise ClientStalled from exc
 
         return _chunks()
 
@@ -163,6 +170,11 @@ class WsgiForwarder:
                 )
             except RequestEntityTooLarge as exc:  # a chunked body ran over the limit mid-way
                 raise PayloadTooLarge("Request body too large") from exc
+            except ClientStalled as exc:
+                # The upstream request is abandoned with it: httpx closes that connection.
+                raise RequestTimeout(
+                    "The request body stopped arriving before it was complete", headers={"Connection": "close"}
+                ) from exc
         try:
             yield upstream
             if method == "HEAD":

@@ -1,11 +1,19 @@
 """web_service — the browser's entry (Flask), on :8000: web app, public pages, same-origin API.
 
 Tokens stay on the server (browser session in Redis); ``/api/v1/...`` is forwarded to the
-services with the session's bearer token (SPEC §10). Served by gunicorn (gthread workers).
+services with the session's bearer token (SPEC §10). Served by gunicorn's gevent worker
+(``app/server.py``).
 Run: ``python web_service/main.py`` (or through the launcher, ``python main.py``).
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":
+    # Served by gunicorn's gevent worker (web_service/app/server.py): the standard library must be
+    # made cooperative before anything imports sockets, ssl or threading.
+    from gevent import monkey
+
+    monkey.patch_all()
 
 import sys
 from pathlib import Path
@@ -14,13 +22,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Flask
-from gunicorn.app.base import BaseApplication
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.config import load_settings
 from common.flask_factory import create_flask_app
 from web_service.app.config import WebSettings
-from web_service.app.setup import close_web_resources, install_web_app
+from web_service.app.setup import install_web_app
 
 SERVICE = "web_service"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "res" / "templates"
@@ -45,34 +52,7 @@ def build_app(settings: WebSettings | None = None, **factory_kwargs: Any) -> Fla
     return app
 
 
-class _Gunicorn(BaseApplication):
-    """Run the Flask app in gunicorn from this file, with settings from ``WebSettings``."""
-
-    def __init__(self, app: Flask, settings: WebSettings) -> None:
-        self.application = app
-        self.settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        options = {
-            "bind": f"{self.settings.host}:{self.settings.port}",
-            "workers": self.settings.web_workers,
-            "worker_class": "gthread",
-            "threads": self.settings.web_threads,
-            "graceful_timeout": self.settings.shutdown_grace_seconds,
-            "timeout": 120,
-            "accesslog": None,
-            "control_socket_disable": True,
-            # Each worker closes its upstream connection pool and its Redis connections on the way out.
-            "worker_exit": lambda _server, _worker: close_web_resources(self.application),
-        }
-        for key, value in options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return self.application
-
-
 if __name__ == "__main__":
-    settings = load_settings(WebSettings, SERVICE)
-    _Gunicorn(build_app(settings), settings).run()
+    from web_service.app.server import WebServer
+
+    WebServer(build_app, load_settings(WebSettings, SERVICE)).run()

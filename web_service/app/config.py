@@ -8,10 +8,16 @@ from common.config import Settings
 class WebSettings(Settings):
     """web_service keys on top of the shared ones."""
 
+    # gunicorn worker processes (gevent: each connection is a greenlet; app/server.py).
     web_workers: int = 1
-    # Each streaming chat holds one gthread thread for its whole life: size for concurrent chats
-    # (bench/bench_web_sse.py measures what one process carries).
-    web_threads: int = 64
+    # Connections one worker holds at once (open chat streams included); more wait in the backlog.
+    # bench/bench_web_sse.py and bench/bench_slowloris.py measure what one process carries.
+    web_connections: int = 2000
+    # A request's line and headers must arrive within this many seconds, which is also how long an
+    # idle keep-alive connection is kept; then the connection is closed (slowloris).
+    web_header_timeout_seconds: int = 10
+    # Longest stall while reading a request body or writing an answer before the connection closes.
+    web_read_timeout_seconds: float = 30.0
 
     # Browser sessions (server-side, in Redis, keyed by an opaque cookie).
     session_cookie_name: str = "sra_session"
@@ -33,13 +39,21 @@ class WebSettings(Settings):
     default_language: str = "en"
 
     # The site's public address (scheme and host, e.g. https://notes.example.org) for absolute
-    # links in public pages (canonical, og:url, og:image). Unset: the address the request came to,
-    # which trusts the Host header; set it in production.
+    # links in public pages (canonical, og:url, og:image); set it in production.
     public_base_url: str = ""
+    # Unset PUBLIC_BASE_URL: the hosts (host[:port], comma-separated) the site answers on. A request
+    # whose Host header is one of them gets links to that address; any other Host gets the first
+    # one, so a forged Host never reaches shared metadata. Empty: 127.0.0.1 and localhost on PORT.
+    public_hosts: str = ""
 
     # Reverse proxies in front of gunicorn that set X-Forwarded-For / X-Forwarded-Proto (each one
     # appends). 0 trusts none: the client address is the TCP peer and those headers are ignored.
     trusted_proxy_count: int = 0
+
+    @property
+    def public_host_list(self) -> list[str]:
+        listed = [h.strip().lower() for h in self.public_hosts.split(",") if h.strip()]
+        return listed or [f"127.0.0.1:{self.port}", f"localhost:{self.port}"]
 
     @field_validator("public_base_url")
     @classmethod
@@ -50,6 +64,13 @@ class WebSettings(Settings):
         parts = urllib.parse.urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError("PUBLIC_BASE_URL must be an http(s) address such as https://notes.example.org")
+        return value
+
+    @field_validator("web_workers", "web_connections", "web_header_timeout_seconds", "web_read_timeout_seconds")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
         return value
 
     @field_validator("trusted_proxy_count")

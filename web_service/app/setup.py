@@ -33,7 +33,7 @@ def make_forwarder(settings: WebSettings) -> WsgiForwarder:
         timeout_seconds=settings.upstream_timeout_seconds,
         long_timeout_seconds=settings.forward_llm_timeout_seconds,
         connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
-        max_connections=max(10, settings.web_threads * 2),
+        max_connections=settings.web_connections,
         max_body_bytes=settings.api_max_body_bytes,
     )
     # The session cookie and CSRF header are the browser's business with web_service only. The

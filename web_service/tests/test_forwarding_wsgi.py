@@ -1,11 +1,13 @@
-"""The WSGI face of the forwarding proxy, served the real way (web_service under gunicorn) in
-front of a real stub upstream process: streaming both ways, header rules, SPEC error bodies."""
+"""The WSGI face of the forwarding proxy, served the real way (web_service under gunicorn's gevent
+worker) in front of a real stub upstream process: streaming both ways, header rules, SPEC error
+bodies, and what slow clients get (read timeouts; they never hold up other users)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -56,7 +58,9 @@ def web(stub: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     env = dict(
         os.environ,
         WEB_SERVICE_PORT=str(port),
-        WEB_THREADS="8",
+        # Short read limits, so the slow-client tests below see them act.
+        WEB_HEADER_TIMEOUT_SECONDS="2",
+        WEB_READ_TIMEOUT_SECONDS="2",
         REDIS_URL=redis_url,
         SECRET_KEY=TEST_SECRET,
         LOG_DIR=str(tmp_path_factory.mktemp("web-logs")),
@@ -174,3 +178,74 @@ def test_body_over_the_forwarding_limit_is_413(browser: httpx.Client) -> None:
         headers={"Content-Type": "application/octet-stream"},
     )
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+def _open(web: str) -> socket.socket:
+    host, port = web.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def _read_until_closed(conn: socket.socket) -> bytes:
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_stalled_upload_is_408_and_the_upstream_request_is_abandoned(
+    browser: httpx.Client, web: str, stub: str
+) -> None:
+    before = httpx.get(f"{stub}/control/abandoned", timeout=5.0).json()["abandoned"]
+    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    conn = _open(web)
+    head = (
+        "POST /api/v1/images/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {UPLOAD_BYTES}\r\nCookie: {cookie}\r\nX-CSRF-Token: {browser.headers['X-CSRF-Token']}\r\n\r\n"
+    )
+    conn.sendall(head.encode() + os.urandom(CHUNK))  # then nothing: the client stalls
+    answer = _read_until_closed(conn)  # WEB_READ_TIMEOUT_SECONDS (2 s here) ends the wait
+    conn.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["code"] == "request_timeout" and body["request_id"]
+    abandoned = before
+    for _ in range(100):
+        abandoned = httpx.get(f"{stub}/control/abandoned", timeout=5.0).json()["abandoned"]
+        if abandoned > before:
+            break
+        time.sleep(0.05)
+    assert abandoned == before + 1
+
+
+def test_a_request_whose_headers_never_finish_is_closed(web: str) -> None:
+    conn = _open(web)
+    conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
+    # Past WEB_HEADER_TIMEOUT_SECONDS (2 s here) the server closes it without an answer; the
+    # socket's own 15 s timeout would fail the test first if it never did.
+    assert _read_until_closed(conn) == b""
+    conn.close()
+
+
+def test_hundreds_of_slow_clients_do_not_hold_up_a_normal_request(web: str) -> None:
+    slow: list[socket.socket] = []
+    try:
+        for index in range(400):
+            conn = _open(web)
+            if index % 4 == 0:  # a slow body on a form post
+                conn.sendall(
+                    b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded"
+                    b"\r\nContent-Length: 5000\r\n\r\nusername=a"
+                )
+            else:  # headers that never finish
+                conn.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(conn)
+        # Under the thread-per-request model of before, 64 such connections stopped every answer.
+        with httpx.Client(base_url=web, timeout=5.0) as user:
+            for _ in range(10):
+                assert user.get("/health").json()["status"] == "ok"
+            page = user.get("/login")
+            assert page.status_code == 200 and "csrf_token" in page.text
+    finally:
+        for conn in slow:
+            conn.close()
