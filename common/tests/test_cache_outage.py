@@ -3,8 +3,6 @@ needed, and recovers by itself when Redis returns (a real redis-server, killed a
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,10 +14,8 @@ from fastapi.testclient import TestClient
 from common.app_factory import create_app
 from common.config import Settings
 from common.deps import CurrentUser
-from common.local_redis import redis_pings
-from common.processes import free_port, popen_child, stop_process
+from tests.redis_server import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not on PATH; cannot kill and restart one")
 
 RECOVERY_DEADLINE_SECONDS = 20.0
@@ -30,38 +26,6 @@ router = APIRouter()
 @router.get("/whoami")
 async def whoami(user: CurrentUser) -> dict[str, str]:
     return {"id": user.id}
-
-
-class RedisServer:
-    """A redis-server of this test's own on a fixed port, so it can come back on the same one."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.proc = popen_child(argv, pipe_output=False)
-        deadline = time.monotonic() + 10
-        while not redis_pings("127.0.0.1", self.port):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace=3.0)
-            self.proc = None
 
 
 @pytest.fixture
