@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import redis.exceptions
 import sqlalchemy.exc
@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +46,13 @@ logger = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI], Awaitable[None]]
 ReadyCheck = Callable[[FastAPI], Awaitable[None]]
+
+
+class ReadyBody(BaseModel):
+    """``GET /ready``: each dependency's check, ``ok`` or ``error: ...``."""
+
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str]
 
 
 class RequestContextMiddleware:
@@ -288,7 +296,12 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name, "version": settings.version}
 
-    @app.get("/ready", tags=["ops"])
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        response_model=ReadyBody,
+        responses={503: {"model": ReadyBody, "description": "A dependency is down: its check says which"}},
+    )
     async def ready(request: Request) -> JSONResponse:
         checks: dict[str, str] = {}
         state = request.app.state

@@ -23,11 +23,15 @@ from mobile_service.app.schemas import (
     SyncChanges,
     SyncPush,
     SyncPushResults,
+    error_responses,
 )
 
-records_router = APIRouter(prefix="/api/v1/records", tags=["records"])
-sync_router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
-public_router = APIRouter(prefix="/api/v1/public", tags=["public"])
+records_router = APIRouter(prefix="/api/v1/records", tags=["records"], responses=error_responses(400, 401, 413, 503))
+sync_router = APIRouter(prefix="/api/v1/sync", tags=["sync"], responses=error_responses(400, 401, 413, 503))
+public_router = APIRouter(prefix="/api/v1/public", tags=["public"], responses=error_responses(404, 503))
+ONE_RECORD = error_responses(404)
+CHANGE = error_responses(404, 409)
+AI_ERRORS = error_responses(404, 429, 502, 504)
 
 RecordId = Annotated[str, Path(max_length=64, description="The record's UUID")]
 SORT_PATTERN = r"^-?(updated_at|created_at|title)$"
@@ -54,7 +58,12 @@ def expected_version(body_version: int | None, if_match: str | None) -> int | No
     return int(match.group(1))
 
 
-@records_router.post("", status_code=status.HTTP_201_CREATED, response_model=RecordRead)
+@records_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RecordRead,
+    responses=error_responses(409, descriptions={409: "A client-made id already names another record (conflict)"}),
+)
 async def create_record(data: RecordCreate, user: CurrentUser, session: SessionDep, response: Response) -> RecordRead:
     record = await records.create_record(session, user.id, data)
     response.headers["ETag"] = etag(record)
@@ -81,14 +90,14 @@ async def list_records(
     return RecordPage(data=page["data"], total_count=total, has_more=offset + limit < total, offset=offset, limit=limit)
 
 
-@records_router.get("/{record_id}", response_model=RecordRead)
+@records_router.get("/{record_id}", response_model=RecordRead, responses=ONE_RECORD)
 async def read_record(record_id: RecordId, user: CurrentUser, request: Request) -> Response:
     record = await records.read_live(request.app.state.db, user.id, record_id)
     # The hot path: the model is already validated, so it is serialised once, here.
     return Response(record.model_dump_json(), media_type="application/json", headers={"ETag": etag(record)})
 
 
-@records_router.patch("/{record_id}", response_model=RecordRead)
+@records_router.patch("/{record_id}", response_model=RecordRead, responses=CHANGE)
 async def update_record(
     record_id: RecordId,
     data: RecordUpdate,
@@ -103,7 +112,7 @@ async def update_record(
     return record
 
 
-@records_router.delete("/{record_id}", status_code=status.HTTP_204_NO_CONTENT)
+@records_router.delete("/{record_id}", status_code=status.HTTP_204_NO_CONTENT, responses=CHANGE)
 async def delete_record(
     record_id: RecordId,
     user: CurrentUser,
@@ -114,18 +123,24 @@ async def delete_record(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@records_router.post("/{record_id}/publish", response_model=RecordRead, summary="Publish with an unguessable slug")
+@records_router.post(
+    "/{record_id}/publish", response_model=RecordRead, responses=ONE_RECORD, summary="Publish with an unguessable slug"
+)
 async def publish(record_id: RecordId, user: CurrentUser, session: SessionDep, request: Request) -> RecordRead:
     slug_bytes = settings_of(request).publish_slug_bytes
     return await records.set_published(session, user.id, record_id, True, slug_bytes)
 
 
-@records_router.delete("/{record_id}/publish", response_model=RecordRead, summary="Make private again")
+@records_router.delete(
+    "/{record_id}/publish", response_model=RecordRead, responses=ONE_RECORD, summary="Make private again"
+)
 async def unpublish(record_id: RecordId, user: CurrentUser, session: SessionDep) -> RecordRead:
     return await records.set_published(session, user.id, record_id, False)
 
 
-@records_router.post("/{record_id}/ai/{task}", response_model=AiResult, summary="Summarise, tag, title or polish")
+@records_router.post(
+    "/{record_id}/ai/{task}", response_model=AiResult, responses=AI_ERRORS, summary="Summarise, tag, title or polish"
+)
 async def ai_action(
     record_id: RecordId,
     task: AiTask,

@@ -6,13 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from common.errors import error_responses_with
 
 # SPEC §6 limits (the contract, so constants rather than settings).
 TITLE_MAX_CHARS = 200
 CONTENT_MAX_CHARS = 100_000
 MAX_TAGS = 20
 TAG_MAX_CHARS = 32
+# Record versions stay exact in every JSON parser (JavaScript's safe integers).
+MAX_VERSION = 2**53 - 1
 MAX_ATTACHMENTS = 50
 PAGE_MAX = 100
 
@@ -71,19 +75,19 @@ class RecordCreate(_RecordFields):
     title: Title = ""
     content: Content = ""
     tags: Annotated[list[RawTag], Field(max_length=200)] = []
-    pinned: bool = False
+    pinned: StrictBool = False
     attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] = []
 
 
 class RecordUpdate(_RecordFields):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(
-        default=None, ge=1, le=2**62, description="The version this change is based on (or If-Match)"
+        default=None, ge=1, le=MAX_VERSION, description="The version this change is based on (or If-Match)"
     )
     title: Title | None = None
     content: Content | None = None
     tags: Annotated[list[RawTag], Field(max_length=200)] | None = None
-    pinned: bool | None = None
+    pinned: StrictBool | None = None
     summary: Summary | None = None
     attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] | None = None
 
@@ -158,7 +162,7 @@ class PushItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: uuid.UUID
     op: Literal["upsert", "delete"]
-    base_version: int | None = Field(default=None, ge=0, le=2**62)
+    base_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     fields: dict[str, Any] = {}
 
 
@@ -183,3 +187,18 @@ class AiResult(BaseModel):
     result: str | list[str]
     applied: bool
     record: RecordRead | None = None
+
+
+# ---------------------------------------------------------------------------- OpenAPI error answers
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Well-formed but unusable input: NUL in text, a malformed If-Match or sync cursor (bad_request)",
+    409: "The record changed since the version sent (conflict): read it again and retry",
+    413: "Body, text or sync batch over its limit (payload_too_large)",
+    429: "llm_service's rate limit; see Retry-After (rate_limited)",
+    502: "llm_service or its provider failed (upstream_error)",
+    503: "Redis, the database or llm_service is unavailable; the detail says which (service_unavailable)",
+    504: "llm_service timed out (upstream_timeout)",
+}
+
+error_responses = error_responses_with(ERROR_DESCRIPTIONS)
