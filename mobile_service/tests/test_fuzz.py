@@ -21,7 +21,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.auths import set_on_case
-from schemathesis.checks import not_a_server_error, positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 
 from common.config import load_settings
@@ -61,6 +61,9 @@ def exempt_checks(response: schemathesis.Response) -> list[Any]:
     body = response.json()
     if response.status_code == 503 and (body.get("status") == "degraded" or body.get("code") == "service_unavailable"):
         return [positive_data_acceptance, not_a_server_error]
+    if response.status_code == 413 and body.get("code") == "payload_too_large":
+        # The body limit (MAX_BODY_BYTES) judges bytes, before the schema: a refusal either way.
+        return [positive_data_acceptance, negative_data_rejection]
     messages = refusal_messages(body)
     if messages and all(DOCUMENTED_REFUSALS.match(m) for m in messages):
         return [positive_data_acceptance]
