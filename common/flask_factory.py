@@ -105,7 +105,9 @@ def create_flask_app(
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        return _error_response(status, exc.description or exc.name)
+        # Keep what the exception adds besides its body, e.g. a 405's Allow (RFC 9110).
+        extra = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return _error_response(status, exc.description or exc.name, headers=extra)
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(exc: redis.RedisError):

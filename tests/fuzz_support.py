@@ -24,6 +24,17 @@ class ForwardingApp:
         await self.target(scope, receive, send)
 
 
+class ForwardingWsgiApp:
+    """The WSGI twin of ``ForwardingApp`` (web_service's Flask app)."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        assert self.target is not None, "the module fixture has not built the app yet"
+        return self.target(environ, start_response)
+
+
 class FixtureToken:
     """Schemathesis' auth provider: the real access token a fixture minted (``current``). Set on
     every case except those that drop or spoil the token on purpose (negative auth tests); the

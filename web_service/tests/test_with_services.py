@@ -4,8 +4,7 @@ latest pair, the browser's address for the login limit, and the public page's ow
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,67 +12,22 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mobile_service.app.config import MobileSettings
-from mobile_service.main import build_app as build_mobile_app
-from user_service.app.config import UserSettings
-from user_service.main import build_app as build_user_app
 from web_service.app import auth
 from web_service.app.config import WebSettings
 from web_service.app.sessions import SessionStore
-from web_service.app.setup import close_web_resources
 from web_service.app.user_api import TokenPair
-from web_service.main import build_app as build_web_app
-from web_service.tests.conftest import csrf_from
-from web_service.tests.live_services import ServedApp
-
-PASSWORD = "correct horse battery"
-LOGIN_MAX_FAILURES = 2
-
-
-@pytest.fixture(scope="module")
-def services(make_settings: Callable[..., Any]) -> Iterator[dict[str, str]]:
-    """user_service and mobile_service answering on loopback (started one after the other: both
-    create the tables of the shared test database)."""
-    user_settings = make_settings(UserSettings, "user_service", login_max_failures=LOGIN_MAX_FAILURES)
-    with ServedApp(build_user_app(user_settings, configure_logging=False)) as users:
-        mobile_settings = make_settings(MobileSettings, "mobile_service", user_service_url=users.url)
-        with ServedApp(build_mobile_app(mobile_settings, configure_logging=False)) as mobile:
-            yield {"user_service": users.url, "mobile_service": mobile.url}
-
-
-@pytest.fixture(scope="module")
-def web_factory(make_settings: Callable[..., Any], services: dict[str, str]) -> Iterator[Callable[..., Flask]]:
-    built: list[Flask] = []
-
-    def _build(**overrides: Any) -> Flask:
-        urls = {f"{name}_url": url for name, url in services.items()}
-        app = build_web_app(make_settings(WebSettings, "web_service", **{**urls, **overrides}), configure_logging=False)
-        app.testing = True
-        built.append(app)
-        return app
-
-    yield _build
-    for app in built:
-        close_web_resources(app)
+from web_service.tests.conftest import (
+    LOGIN_MAX_FAILURES,
+    PASSWORD,
+    csrf_from,
+    new_account,
+    sign_in,
+)
 
 
 @pytest.fixture(scope="module")
 def web_app(web_factory: Callable[..., Flask]) -> Flask:
     return web_factory()
-
-
-def new_account(services: dict[str, str]) -> str:
-    username = "web_" + uuid.uuid4().hex[:10]
-    response = httpx.post(
-        f"{services['user_service']}/api/v1/auth/register", json={"username": username, "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-    return username
-
-
-def sign_in(client: FlaskClient, username: str, password: str = PASSWORD, csrf: str | None = None) -> Any:
-    token = csrf or csrf_from(client.get("/login").get_data(as_text=True))
-    return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
 
 
 def session_of(app: Flask, client: FlaskClient) -> Any:
