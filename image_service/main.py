@@ -33,7 +33,7 @@ async def _open_images(app: FastAPI) -> None:
     app.state.images = ImageContext(
         storage=build_storage(settings.image_storage_dir),
         settings=settings,
-        decoder=DecodePool(settings.image_decode_workers),
+        decoder=DecodePool(settings.image_decode_workers, settings.image_decode_per_user),
     )
     app.state.provider = ImageProvider(settings)
     app.state.generation_workers = None

@@ -20,6 +20,8 @@ class ImageSettings(Settings):
     upload_chunk_bytes: int = 64 * 1024
     thumbnail_max_side: int = 320
     image_decode_workers: int = 2  # images decoded at once per process (bounds CPU and peak memory)
+    # Of those, how many one user may hold (running or queued): their other uploads wait their turn.
+    image_decode_per_user: int = 1
     cache_max_age_private_seconds: int = 3600
     # Short on purpose: a shared cache must stop serving an image soon after its record is unpublished.
     cache_max_age_public_seconds: int = 60

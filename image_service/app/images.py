@@ -63,12 +63,12 @@ def thumbnail_key(image: Image) -> str:
     return new_key("thumbnails", THUMBNAIL_EXTENSION, image.id)
 
 
-async def _store_clean(ctx: ImageContext, source: Path, image_id: str) -> tuple[CleanImage, str]:
+async def _store_clean(ctx: ImageContext, source: Path, image_id: str, owner_id: str) -> tuple[CleanImage, str]:
     """Re-encode ``source`` into the store under a server-made key."""
     target = ctx.storage.temp_file()
     try:
         clean = await ctx.decoder.run(
-            clean_image, source, target, ctx.settings.image_max_pixels, ctx.settings.image_max_frames
+            clean_image, source, target, ctx.settings.image_max_pixels, ctx.settings.image_max_frames, owner=owner_id
         )
         key = new_key("originals", clean.extension, image_id)
         await ctx.storage.put_file(key, target)
@@ -90,7 +90,7 @@ async def store_upload(
         raise NotFound("Record not found")
     await session.commit()  # end the read transaction: no connection held while Pillow works
     image_id = str(uuid.uuid4())
-    clean, key = await _store_clean(ctx, upload.path, image_id)
+    clean, key = await _store_clean(ctx, upload.path, image_id, owner_id)
     image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_UPLOAD, source_sha256=upload.sha256)
     image.record_id = record_id
     session.add(image)
@@ -128,7 +128,7 @@ async def store_generated(ctx: ImageContext, owner_id: str, source: Path, task_i
     """Clean and store provider bytes as an ordinary image of the owner (the caller adds the row to
     the same transaction that marks the result done, so a crash never leaves half of it)."""
     image_id = str(uuid.uuid4())
-    clean, key = await _store_clean(ctx, source, image_id)
+    clean, key = await _store_clean(ctx, source, image_id, owner_id)
     image = _image_row(image_id, owner_id, clean, key, origin=IMAGE_ORIGIN_GENERATED, source_sha256=None)
     image.generation_task_id = task_id
     return image, key
@@ -162,7 +162,7 @@ async def ensure_thumbnail(ctx: ImageContext, image: Image) -> tuple[str, str]:
     target = ctx.storage.temp_file()
     try:
         await _copy_to_local(ctx.storage, image.storage_key, original)
-        await ctx.decoder.run(make_thumbnail, original, target, ctx.settings.thumbnail_max_side)
+        await ctx.decoder.run(make_thumbnail, original, target, ctx.settings.thumbnail_max_side, owner=image.owner_id)
         await ctx.storage.put_file(key, target)  # atomic: concurrent first requests both end well
     finally:
         original.unlink(missing_ok=True)

@@ -43,13 +43,29 @@ T = TypeVar("T")
 
 class DecodePool:
     """A small thread pool for Pillow work: decoding is CPU- and memory-heavy (up to
-    ``IMAGE_MAX_PIXELS`` × 4 bytes per image), so at most ``workers`` images are decoded at once."""
+    ``IMAGE_MAX_PIXELS`` × 4 bytes per image), so at most ``workers`` images are decoded at once.
 
-    def __init__(self, workers: int) -> None:
+    Fair between users: one owner has at most ``per_owner`` images in the pool (running or queued)
+    at a time; the rest of their work waits outside it. So a user who sends many heavy uploads
+    keeps the other workers, and the queue, free for everyone else's."""
+
+    def __init__(self, workers: int, per_owner: int = 1) -> None:
         self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="image-decode")
+        self._per_owner = max(1, per_owner)
+        self._owners: dict[str, tuple[asyncio.Semaphore, int]] = {}  # semaphore, waiting + holding
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def run(self, fn: Callable[..., T], *args: Any, owner: str) -> T:
+        semaphore, users = self._owners.get(owner) or (asyncio.Semaphore(self._per_owner), 0)
+        self._owners[owner] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            semaphore, users = self._owners[owner]
+            if users == 1:
+                del self._owners[owner]  # no entry outlives the owner's last job
+            else:
+                self._owners[owner] = (semaphore, users - 1)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
