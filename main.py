@@ -1,8 +1,8 @@
-"""The launcher: ``python main.py [SERVICE ...]`` starts the Smart Record Assistant suite (SPEC §12).
+"""The launcher: ``python main.py [SERVICE ...]`` starts the Smart Record Assistant suite (docs/api.md §12).
 
 Before starting anything it writes the first root ``.env`` (with a fresh SECRET_KEY), checks the
 configuration and that every port is free (a busy one is named and the launcher exits with code 2,
-having started nothing). Then it makes sure Redis is there (SPEC §9: ``REDIS_URL``; one already on
+having started nothing). Then it makes sure Redis is there (docs/api.md §9: ``REDIS_URL``; one already on
 127.0.0.1:6379; a ``redis-server`` from PATH that it starts; else fakeredis in a launcher thread),
 starts the project's canned OpenAI-protocol upstream (``devtools.fake_llm``) when llm_service or
 image_service is wanted and no ``LLM_API_KEY`` is configured, and creates the tables once.
@@ -73,7 +73,7 @@ class LauncherSettings(Settings):
     launcher_restart_window_seconds: float = 60.0
     launcher_backoff_seconds: float = 0.5
     launcher_max_backoff_seconds: float = 30.0
-    # Where a Redis may already answer ("host:port"); "off" skips the probe (SPEC §9 order).
+    # Where a Redis may already answer ("host:port"); "off" skips the probe (docs/api.md §9 order).
     local_redis_probe: str = "127.0.0.1:6379"
     # Interpreter per service (a venv or conda python); unset: this launcher's own.
     user_service_python: str | None = None

@@ -51,7 +51,7 @@ def httpx_proxy() -> Any:
     (``uvicorn bench.bench_forward:httpx_proxy --factory`` with ``BENCH_UPSTREAM`` set)."""
     import httpx
 
-    from common.forwarding import forward_request_headers, forward_response_headers, upstream_url
+    from common.forwarding_rules import forward_request_headers, forward_response_headers, upstream_url
 
     upstream = os.environ["BENCH_UPSTREAM"]
     client = httpx.AsyncClient(
@@ -93,7 +93,8 @@ def httpx_proxy() -> Any:
 
 def aiohttp_proxy() -> Any:
     """``common.forwarding.AsgiForwarder`` as the whole app, no framework around it."""
-    from common.forwarding import AsgiForwarder, ForwardingConfig
+    from common.forwarding import AsgiForwarder
+    from common.forwarding_rules import ForwardingConfig
 
     forwarder = AsgiForwarder(ForwardingConfig(upstreams={"user_service": os.environ["BENCH_UPSTREAM"]}))
 

@@ -3,7 +3,7 @@
 One module per concern: ``config`` (settings), ``database`` (async SQLAlchemy), ``models``
 (shared tables), ``cache`` (Redis), ``security`` (passwords, JWTs, auth dependencies),
 ``api_clients`` (inter-service HTTP), ``app_factory`` / ``flask_factory`` (the app builders),
-``errors`` (the SPEC §4 error shape) and ``logging_setup``.
+``errors`` (docs/api.md §4 error shape) and ``logging_setup``.
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
-"""The one FastAPI app factory (SPEC §11).
+"""The one FastAPI app factory (docs/api.md §11).
 
-Every FastAPI service is built by ``create_app``: CORS, the SPEC §4 error shape for every error
+Every FastAPI service is built by ``create_app``: CORS, docs/api.md §4 error shape for every error
 (404/405/422/500 included), ``X-Request-ID`` accepted or made and returned, one access-log line per
 request, a body-size limit, ``/health``, ``/ready`` and ``/metrics``, and a lifespan that opens and
 closes the database, Redis and the inter-service clients.

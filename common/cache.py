@@ -1,4 +1,4 @@
-"""Redis access through redis-py's asyncio client (SPEC §9).
+"""Redis access through redis-py's asyncio client (docs/api.md §9).
 
 The client reconnects by itself: when Redis goes away, calls raise ``redis.exceptions``
 errors that the app factory answers with 503 ``service_unavailable``; when it returns, the next
@@ -30,7 +30,7 @@ REDIS_MAX_CONNECTIONS = 1024
 
 
 # A Redis that accepts connections but does not answer (frozen, partitioned) must cost a request
-# under a second (SPEC §9): at most one health-check PING and one command, each within this wait.
+# under a second (docs/api.md §9): at most one health-check PING and one command, each within this wait.
 REDIS_SOCKET_TIMEOUT_SECONDS = 0.45
 
 
@@ -61,7 +61,7 @@ COALESCED_MGET_MAX_KEYS = 1024
 class CoalescedMget:
     """MGETs issued by concurrent requests of one event loop, sent as one round trip.
 
-    Every authenticated request reads its token's revocation state (SPEC §5). One MGET per
+    Every authenticated request reads its token's revocation state (docs/api.md §5). One MGET per
     request cost ~330 us of CPU per request at 64 in flight (redis-py's pool, a socket write and
     a wake-up each; ``bench/bench_records.py``), a third of a record read. Here the keys asked
     for during one turn of the event loop are collected and sent as one MGET on the next turn

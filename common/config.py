@@ -1,4 +1,4 @@
-"""Settings: one loader for every service (SPEC §2).
+"""Settings: one loader for every service (docs/api.md §2).
 
 Precedence, highest first: the process environment, ``<service>/.env``, the root ``.env``,
 built-in defaults. pydantic-settings reads the dotenv files through python-dotenv; the later
@@ -8,9 +8,7 @@ file in ``env_file`` wins, and the process environment beats both.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -21,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ROOT_ENV = REPO_ROOT / ".env"
 ROOT_ENV_EXAMPLE = REPO_ROOT / ".env.example"
 
-# The suite's services and their default ports (SPEC §1).
+# The suite's services and their default ports (docs/api.md §1).
 SERVICE_PORTS: dict[str, int] = {
     "web_service": 8000,
     "user_service": 8001,
@@ -32,14 +30,6 @@ SERVICE_PORTS: dict[str, int] = {
 
 INSECURE_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret"}
 MIN_SECRET_BYTES = 32
-
-
-def service_port(service: str) -> int:
-    """A service's port from the process environment only (``<SERVICE>_PORT``), else its default.
-    Settings objects read ``<service>_port`` from the dotenv files too; prefer ``settings.port`` and
-    ``settings.<service>_url``."""
-    override = os.environ.get(f"{service.upper()}_PORT", "")
-    return int(override) if override.isdigit() else SERVICE_PORTS[service]
 
 
 def check_trusted_proxies(value: str) -> str:
@@ -106,7 +96,7 @@ class Settings(BaseSettings):
         default="127.0.0.1", validation_alias=AliasChoices("trusted_proxies", "forwarded_allow_ips")
     )
 
-    # Auth (SPEC §5)
+    # Auth (docs/api.md §5)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_minutes: int = 15
     refresh_token_days: int = 14
@@ -192,11 +182,6 @@ def load_settings(
     if "port" in overrides and service in SERVICE_PORTS:
         init.setdefault(f"{service}_port", overrides["port"])  # an explicit port beats <SERVICE>_PORT
     return cls(_env_file=env_files(service, root_dir or REPO_ROOT), **init)  # type: ignore[call-arg]
-
-
-@lru_cache
-def root_settings() -> Settings:
-    return load_settings(Settings)
 
 
 def ensure_root_env(env_path: Path = ROOT_ENV, example_path: Path = ROOT_ENV_EXAMPLE) -> bool:

@@ -1,4 +1,4 @@
-"""Async SQLAlchemy 2 database layer shared by every service (SPEC §3).
+"""Async SQLAlchemy 2 database layer shared by every service (docs/api.md §3).
 
 - ``Base``: declarative base; every table gets a UUID string ``id`` (a Python-side default for
   bulk inserts, plus a ``before_insert`` event for objects built with ``id=None``).

@@ -1,4 +1,4 @@
-"""Typed errors and the one error shape of SPEC §4.
+"""Typed errors and the one error shape of docs/api.md §4.
 
 Logic raises these; the app factories turn them into
 ``{"detail": ..., "code": ..., "request_id": ...}``. ``ErrorBody`` and ``error_responses`` are
@@ -18,8 +18,8 @@ STATUS_CODES: dict[int, str] = {
     401: "invalid_token",
     403: "forbidden",
     404: "not_found",
-    405: "method_not_allowed",  # not in the SPEC §4 table: a known path with another method (+ Allow)
-    408: "request_timeout",  # not in the SPEC §4 table: the client stalled sending its body (web_service)
+    405: "method_not_allowed",  # a known path with another method (+ Allow)
+    408: "request_timeout",  # web_service: the client stalled sending a forwarded body
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -41,7 +41,7 @@ def error_body(status: int, detail: Any, request_id: str | None, code: str | Non
 
 
 class AppError(Exception):
-    """Base of every error that maps to the SPEC shape."""
+    """Base of every error that maps to the error shape of docs/api.md §4."""
 
     status_code = 500
     code = "internal_error"
@@ -131,7 +131,7 @@ class ServiceUnavailable(AppError):
 
 
 class ErrorBody(BaseModel):
-    """The SPEC §4 error shape, as /docs shows it (the app factory's handlers make it)."""
+    """docs/api.md §4 error shape, as /docs shows it (the app factory's handlers make it)."""
 
     detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
     code: str = Field(description="Machine code, e.g. not_found, invalid_token, upstream_error, unsupported_media_type")
@@ -148,7 +148,7 @@ ErrorResponses = dict[int | str, dict[str, Any]]
 
 
 def error_responses(*statuses: int, descriptions: Mapping[int, str] = ERROR_DESCRIPTIONS) -> ErrorResponses:
-    """OpenAPI ``responses`` documenting the SPEC §4 errors a route may answer."""
+    """OpenAPI ``responses`` documenting docs/api.md §4 errors a route may answer."""
     return {status: {"model": ErrorBody, "description": descriptions[status]} for status in statuses}
 
 

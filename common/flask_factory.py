@@ -1,4 +1,4 @@
-"""The Flask twin of ``app_factory`` for web_service (SPEC §10, §11): the same error shape on
+"""The Flask twin of ``app_factory`` for web_service (docs/api.md §10, §11): the same error shape on
 JSON endpoints, request ids, the access-log line, ``/health``, ``/ready`` and ``/metrics``."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def wants_json() -> bool:
-    """API paths and JSON clients get the SPEC error shape; pages get an HTML error page."""
+    """API paths and JSON clients get the error shape of docs/api.md §4; pages get an HTML error page."""
     if request.path.startswith("/api/") or request.path in ("/health", "/ready"):
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
@@ -152,7 +152,7 @@ CORS_PREFLIGHT_MAX_AGE = "600"
 
 
 def install_cors(app: Flask, origins: list[str]) -> None:
-    """CORS from ``CORS_ORIGINS`` (SPEC §11), like the FastAPI services: only the listed origins,
+    """CORS from ``CORS_ORIGINS`` (docs/api.md §11), like the FastAPI services: only the listed origins,
     with credentials, ``X-Request-ID`` exposed, preflight ``OPTIONS`` answered here. Nothing is
     added when the list is empty (same-origin only)."""
     allowed = frozenset(origins)

@@ -1,8 +1,8 @@
-"""The WSGI/Flask face of the one forwarding proxy (``common.forwarding``), used by web_service.
+"""The WSGI/Flask forwarding proxy, used by web_service.
 
 The rules (routing table, hop-by-hop filtering, ``X-Forwarded-For`` / ``X-Request-ID`` passing,
-the SPEC §4 503/504/502 bodies) are the framework-neutral pieces of ``common.forwarding``; this
-module only adds a sync transport: one pooled ``httpx.Client`` that streams both ways. The
+the 503/504/502 bodies) are ``common.forwarding_rules``, shared with the ASGI proxy; this module
+only adds a sync transport: one pooled ``httpx.Client`` that streams both ways. The
 upstream exchange is opened *inside* the response generator (wrapped in ``stream_with_context``)
 so the stream lives exactly as long as Flask iterates the body; each chunk is handed to the WSGI
 server as it arrives, so Server-Sent Events pass unbuffered.
@@ -21,7 +21,7 @@ from flask import Request, Response, stream_with_context
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from common.errors import NotFound, PayloadTooLarge, RequestTimeout
-from common.forwarding import (
+from common.forwarding_rules import (
     FORWARD_ROUTES,
     ForwardingConfig,
     ForwardRoute,
@@ -42,7 +42,7 @@ _CHUNK_BYTES = 64 * 1024
 
 @contextlib.contextmanager
 def upstream_errors(service: str, base_url: str, timeout_seconds: float) -> Iterator[None]:
-    """Turn transport failures of a call to ``service`` into the SPEC errors (503/504/502)."""
+    """Turn transport failures of a call to ``service`` into the errors of docs/api.md §4 (503/504/502)."""
     try:
         yield
     except httpx.TimeoutException as exc:

@@ -112,7 +112,7 @@ def provider_errors(provider: str = "LLM provider") -> Iterator[None]:
 
 
 def map_provider_error(exc: openai.OpenAIError, provider: str = "LLM provider") -> AppError:
-    """The SPEC error for one ``openai`` exception."""
+    """The documented error for one ``openai`` exception."""
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout(f"The {provider} did not answer in time")
     if isinstance(exc, openai.APIConnectionError):

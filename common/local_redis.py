@@ -1,4 +1,4 @@
-"""A Redis for machines where none is configured (SPEC §9), used by the launcher and the tests.
+"""A Redis for machines where none is configured (docs/api.md §9), used by the launcher and the tests.
 
 Order: ``REDIS_URL`` when set; one already answering the probe address (127.0.0.1:6379 unless the
 caller says otherwise: the launcher reads ``LOCAL_REDIS_PROBE``, ``off`` skips the probe); a
@@ -111,7 +111,7 @@ def provide_redis(
     probe: tuple[str, int] | None = DEFAULT_PROBE,
     search_path: str | None = None,
 ) -> LocalRedis:
-    """The Redis to use, in the SPEC §9 order.
+    """The Redis to use, in docs/api.md §9 order.
 
     ``probe`` is the address of a Redis that may already run (None skips it); ``search_path`` is the
     PATH searched for ``redis-server`` (None: this process's PATH).

@@ -1,4 +1,4 @@
-"""Logging for every service (SPEC §11): console lines in development, JSON lines in production,
+"""Logging for every service (docs/api.md §11): console lines in development, JSON lines in production,
 and a rotating file under ``logs/``. Every line carries the current request id."""
 
 from __future__ import annotations

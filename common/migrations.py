@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic) for the shared models: the production path for schema changes (SPEC §3).
+"""Schema migrations (Alembic) for the shared models: the production path for schema changes (docs/api.md §3).
 
 ``upgrade_to_head(database_url)`` brings a database to the newest revision. It holds the same
 schema lock as ``Database.create_all`` (an advisory lock on PostgreSQL, a file lock on SQLite), so

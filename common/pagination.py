@@ -2,7 +2,7 @@
 
 ``offset`` is capped so that a huge value (``?offset=100000000000000000000``) is a 422, not a
 500 from the database driver (SQLite and PostgreSQL take a 64-bit OFFSET; Python ints do not
-stop there). ``limit`` is 1-100 (SPEC §6); above is a 422, never silently clamped.
+stop there). ``limit`` is 1-100 (docs/api.md §6); above is a 422, never silently clamped.
 
     from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
 

@@ -1,4 +1,4 @@
-"""Passwords, JWTs, revocation and the auth dependencies every service uses (SPEC §5).
+"""Passwords, JWTs, revocation and the auth dependencies every service uses (docs/api.md §5).
 
 The JWT library (python-jose) stays behind this module: ``encode_token``/``decode_token`` are the
 only callers. Access tokens are verified locally; the only per-request I/O is one Redis round

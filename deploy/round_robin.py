@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from common.errors import error_body
-from common.forwarding import forward_request_headers, forward_response_headers, upstream_url
+from common.forwarding_rules import forward_request_headers, forward_response_headers, upstream_url
 
 CHUNK_BYTES = 64 * 1024
 

@@ -1,7 +1,7 @@
 """image_service — image uploads, thumbnails and image-generation tasks, on :8004.
 
 Owns the ``images``, ``generation_tasks`` and ``generation_results`` tables and the image storage
-directory (SPEC §8); reads the shared ``records`` table to serve images of published records.
+directory (docs/api.md §8); reads the shared ``records`` table to serve images of published records.
 Generation workers run inside this process (started and stopped by the app's lifespan).
 Run: ``python image_service/main.py`` (or through the launcher, ``python main.py``).
 """

@@ -1,4 +1,4 @@
-"""llm_service — the LLM gateway, on :8003 (SPEC §7).
+"""llm_service — the LLM gateway, on :8003 (docs/api.md §7).
 
 Owns: chat sessions (Redis), text tasks (prompts in ``res/prompts``), the OpenAI-compatible
 ``/v1`` pass-through and per-user token usage (the ``llm_usage`` table). The provider is any

@@ -1,7 +1,7 @@
 """mobile_service — records, sync and publishing; the mobile app's single base URL, on :8002.
 
 Owns the ``records`` table (``common.models.record``). Forwards auth/users to user_service,
-chat/text/models/usage to llm_service and images/generations to image_service (SPEC §6) through the
+chat/text/models/usage to llm_service and images/generations to image_service (docs/api.md §6) through the
 one forwarding proxy of ``common.forwarding``. See ``mobile_service/README.md``.
 Run: ``python mobile_service/main.py`` (or through the launcher, ``python main.py``).
 """
@@ -17,7 +17,8 @@ from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
 from common.config import load_settings
-from common.forwarding import FORWARDED_SERVICES, ForwardingConfig, install_forwarding
+from common.forwarding import install_forwarding
+from common.forwarding_rules import FORWARDED_SERVICES, ForwardingConfig
 from mobile_service.app.config import MobileSettings
 from mobile_service.app.routes import routers
 

@@ -60,13 +60,13 @@ def fuzz_schema(openapi: dict[str, Any]) -> tuple[Any, ForwardingApp, type[Fixtu
 
 
 def assert_error_shape(response: schemathesis.Response) -> None:
-    """SPEC §4: every error answers ``{detail, code, request_id}`` with the request id echoed."""
+    """docs/api.md §4: every error answers ``{detail, code, request_id}`` with the request id echoed."""
     if response.status_code < 400:
         return
     body = response.json()
     assert isinstance(body, dict), body
     if body.keys() == {"status", "checks"} and body["status"] == "degraded":
-        return  # /ready's own shape (SPEC §11), documented for its 503
+        return  # /ready's own shape (docs/api.md §11), documented for its 503
     assert {"detail", "code", "request_id"} <= body.keys(), body
     assert isinstance(body["code"], str) and body["code"], body
     assert body["request_id"] == response.headers.get("x-request-id", [None])[0], (body, response.headers)

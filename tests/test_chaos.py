@@ -1,6 +1,6 @@
 """The chaos suite: the launched suite under the failures production meets, each one bounded in
 count and time and on loopback only. Every test asserts what a user would check afterwards (their
-acknowledged writes are there, errors are the SPEC's 503s and never 500s, the service recovers
+acknowledged writes are there, errors are the 503 of docs/api.md §4s and never 500s, the service recovers
 by itself), never a timing. Run with the rest (``bash scripts/test.sh``) or alone: ``-m chaos``.
 
 Not covered yet: the LLM upstream's fault markers on embeddings (there is no embeddings endpoint
@@ -28,7 +28,7 @@ from PIL import Image
 from common.processes import service_healthy
 from conftest import Suite
 from tests.redis_server import REDIS_SERVER, RedisServer
-from tests.test_e2e_llm import sse_events
+from tests.sse import sse_events
 from web_service.tests.web_user import WebUser
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]

@@ -1,4 +1,4 @@
-"""Images end to end through the real launcher (SPEC §8): mobile_service (the app's one base URL,
+"""Images end to end through the real launcher (docs/api.md §8): mobile_service (the app's one base URL,
 forwarding to image_service) and image_service as real processes, the project's OpenAI-protocol
 upstream as the image provider. One suite start for the module."""
 
@@ -177,7 +177,7 @@ def test_large_uploads_and_downloads_pass_through_mobile_service(suite: Suite, i
     content = httpx.get(f"{base}{created.json()['url']}", headers=bearer(token))
     assert hashlib.sha256(content.content).hexdigest() == created.json()["sha256"]
     assert Image.open(io.BytesIO(content.content)).tobytes() == noise.tobytes()  # lossless PNG kept
-    again = upload(base, token, buffer.getvalue(), "noise-again.png")  # SPEC §8: a duplicate is 201 too
+    again = upload(base, token, buffer.getvalue(), "noise-again.png")  # docs/api.md §8: a duplicate is 201 too
     assert again.status_code == 201 and again.json() == created.json()
     too_big = upload(base, token, b"\xff" * (11 * MB), "big.jpg")
     assert too_big.status_code == 413 and too_big.json()["code"] == "payload_too_large"

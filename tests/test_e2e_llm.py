@@ -4,7 +4,6 @@ mobile_service reaches llm_service for a record's AI actions and forwards chat t
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 from dotenv import dotenv_values
 
 from common.config import REPO_ROOT
+from tests.sse import sse_events
 
 pytestmark = pytest.mark.e2e
 
@@ -58,16 +58,6 @@ def sign_up(suite: Any) -> dict[str, str]:
         assert registered.status_code == 201, registered.text
         tokens = users.post("/api/v1/auth/login", json={"username": username, "password": "long enough pw"}).json()
     return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    name = "message"
-    for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:].strip())
-            name = "message"
 
 
 def new_session(llm: httpx.Client, headers: dict[str, str], **body: Any) -> dict[str, Any]:

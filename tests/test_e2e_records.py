@@ -1,11 +1,10 @@
-"""End to end through the launcher, with only mobile_service's base URL (SPEC §6, issue 3):
+"""End to end through the launcher, with only mobile_service's base URL (docs/api.md §6, issue 3):
 register → log in → create → list → search (English, Chinese) → stale update 409 → delete →
 sync on a second device → push with a conflict → publish / public read / unpublish, plus the
-hostile inputs that must get the SPEC's errors, never a 500."""
+hostile inputs that must get the errors of docs/api.md §4, never a 500."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.sse import sse_events
 
 pytestmark = pytest.mark.e2e
 
@@ -160,16 +161,6 @@ def test_usage_is_reachable_through_the_single_base_url(api: httpx.Client) -> No
     assert api.get("/api/v1/usage").status_code == 401
 
 
-def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    name = "message"
-    for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:].strip())
-            name = "message"
-
-
 def test_leaving_a_chat_stream_through_mobile_keeps_the_partial_reply(api: httpx.Client) -> None:
     user = sign_up(api)
     session = api.post("/api/v1/chat/sessions", json={"persistent": True}, headers=user)
@@ -178,7 +169,7 @@ def test_leaving_a_chat_stream_through_mobile_keeps_the_partial_reply(api: httpx
     body = {"content": "a long answer please [[drip:0.3]]", "stream": True}
     with api.stream("POST", f"{url}/messages", json=body, headers=user) as response:
         assert response.status_code == 200
-        first = next(_sse_events(response.iter_lines()))
+        first = next(sse_events(response.iter_lines()))
         assert first[0] == "delta"
     # Leaving closed the client's connection to mobile_service; llm_service learns of it only
     # if the proxy closes its own connection too, and then keeps the partial reply.

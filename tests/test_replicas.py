@@ -1,4 +1,4 @@
-"""Replicas behave as one (SPEC §13): two mobile_service and two llm_service processes on different
+"""Replicas behave as one (docs/api.md §13): two mobile_service and two llm_service processes on different
 ports, each pair behind the tiny round-robin balancer of ``deploy/round_robin.py``, sharing one
 database and one Redis, as they would on several machines. A user's flow — login, records, a chat
 session continued across replicas, logout revocation — gives the same answers as with one replica.

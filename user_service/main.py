@@ -1,4 +1,4 @@
-"""user_service — accounts, login, tokens and roles (SPEC §5), on :8001.
+"""user_service — accounts, login, tokens and roles (docs/api.md §5), on :8001.
 
 Owns the ``users`` table. Issues access/refresh JWTs that every other service verifies locally
 with ``common.security``; revocations go to Redis where every service sees them at once.

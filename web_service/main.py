@@ -1,7 +1,7 @@
 """web_service — the browser's entry (Flask), on :8000: web app, public pages, same-origin API.
 
 Tokens stay on the server (browser session in Redis); ``/api/v1/...`` is forwarded to the
-services with the session's bearer token (SPEC §10). Served by gunicorn's gevent worker
+services with the session's bearer token (docs/api.md §10). Served by gunicorn's gevent worker
 (``app/server.py``).
 Run: ``python web_service/main.py`` (or through the launcher, ``python main.py``).
 """

@@ -1,4 +1,4 @@
-"""Images and image-generation tasks (owned by image_service, SPEC §8).
+"""Images and image-generation tasks (owned by image_service, docs/api.md §8).
 
 Owner columns are user id strings without a foreign key: tokens are the source of identity.
 """

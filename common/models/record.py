@@ -1,4 +1,4 @@
-"""Records (owned and written by mobile_service; other services may read them, SPEC §6).
+"""Records (owned and written by mobile_service; other services may read them, docs/api.md §6).
 
 - ``Record``: the record itself. Deleting sets ``deleted_at`` (a tombstone for sync); rows are
   never removed by the API. ``change_seq`` is the record's place in its owner's change feed.

@@ -1,4 +1,4 @@
-"""LLM token usage, one row per provider call (written by llm_service, SPEC §7)."""
+"""LLM token usage, one row per provider call (written by llm_service, docs/api.md §7)."""
 
 from __future__ import annotations
 

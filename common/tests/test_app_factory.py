@@ -1,4 +1,4 @@
-"""The FastAPI app factory (SPEC §4, §11): the error shape for every error, request ids, one
+"""The FastAPI app factory (docs/api.md §4, §11): the error shape for every error, request ids, one
 access-log line per request, /health, /ready, /metrics, and ServiceClient failures as 503/504."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SPEC §9: when Redis goes away the service stays up, says so, answers 503 where Redis is
+"""docs/api.md §9: when Redis goes away the service stays up, says so, answers 503 where Redis is
 needed, and recovers by itself when Redis returns (a real redis-server, killed and restarted)."""
 
 from __future__ import annotations

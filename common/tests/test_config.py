@@ -1,4 +1,4 @@
-"""Settings (SPEC §2): precedence, the first .env, the production guard. Every file is a temporary
+"""Settings (docs/api.md §2): precedence, the first .env, the production guard. Every file is a temporary
 one: ``root_dir`` points the loader at a scratch repository root."""
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The forwarders' one path rule (SPEC §6): dot segments, encoded or not, are never forwarded."""
+"""The forwarders' one path rule (docs/api.md §6): dot segments, encoded or not, are never forwarded."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.forwarding import has_dot_segments, route_for
+from common.forwarding_rules import has_dot_segments, route_for
 
 
 @pytest.mark.parametrize(

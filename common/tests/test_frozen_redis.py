@@ -1,5 +1,5 @@
 """A Redis that accepts connections and never answers (frozen with SIGSTOP, partitioned) makes
-each command fail within about a second instead of hanging the request (SPEC §9)."""
+each command fail within about a second instead of hanging the request (docs/api.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local Redis of SPEC §9: the fallback order, and that nothing it starts outlives its parent."""
+"""The local Redis of docs/api.md §9: the fallback order, and that nothing it starts outlives its parent."""
 
 from __future__ import annotations
 

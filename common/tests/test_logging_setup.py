@@ -1,4 +1,4 @@
-"""Logging (SPEC §11): console and file get the same line, each record formatted once, and the
+"""Logging (docs/api.md §11): console and file get the same line, each record formatted once, and the
 log file rotates at its size limit."""
 
 from __future__ import annotations

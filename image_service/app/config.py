@@ -9,7 +9,7 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 class ImageSettings(Settings):
-    """image_service keys on top of the shared ones (SPEC §2, §8)."""
+    """image_service keys on top of the shared ones (docs/api.md §2, §8)."""
 
     image_storage_dir: str = str(REPO_ROOT / "data" / "images")
     image_max_bytes: int = 10 * 1024 * 1024
@@ -26,7 +26,7 @@ class ImageSettings(Settings):
     # Short on purpose: a shared cache must stop serving an image soon after its record is unpublished.
     cache_max_age_public_seconds: int = 60
 
-    # Image generation (SPEC §8). The provider keys are the same as llm_service's.
+    # Image generation (docs/api.md §8). The provider keys are the same as llm_service's.
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     image_model: str = "dall-e-3"

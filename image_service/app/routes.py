@@ -1,4 +1,4 @@
-"""HTTP routes of image_service (SPEC §8). Thin: validate, call ``images`` / ``generations``,
+"""HTTP routes of image_service (docs/api.md §8). Thin: validate, call ``images`` / ``generations``,
 shape the answer."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def upload_image(
     scratch = ctx.storage.temp_file()
     try:
         upload = await receive_upload(request, scratch, ctx.settings.image_max_bytes)
-        # SPEC §8: always 201; a duplicate (same bytes, same owner) answers the existing image.
+        # docs/api.md §8: always 201; a duplicate (same bytes, same owner) answers the existing image.
         image, _created = await images.store_upload(session, ctx, caller.id, upload)
     finally:
         scratch.unlink(missing_ok=True)

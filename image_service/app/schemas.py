@@ -1,4 +1,4 @@
-"""Request and response shapes of image_service (SPEC §8), one per direction."""
+"""Request and response shapes of image_service (docs/api.md §8), one per direction."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class RatingUpdate(BaseModel):
     rating: int = Field(ge=1, le=5)
 
 
-# This service's wording of the SPEC §4 errors (401/404 come from common.errors).
+# This service's wording of docs/api.md §4 errors (401/404 come from common.errors).
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Well-formed but unusable input, e.g. a malformed multipart body (bad_request)",
     409: "Not possible in the task's or result's current state (conflict)",

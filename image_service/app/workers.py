@@ -1,4 +1,4 @@
-"""In-process generation workers (SPEC §8): durable, bounded, resumable.
+"""In-process generation workers (docs/api.md §8): durable, bounded, resumable.
 
 Each process runs one ``GenerationWorkers``: a loop that claims unfinished tasks from the database
 with a compare-and-set lease (``lease_owner``/``lease_expires_at``), so several replicas never work

@@ -1,4 +1,4 @@
-"""Schemathesis fuzzing of image_service's OpenAPI schema (SPEC §4): for every operation, generated
+"""Schemathesis fuzzing of image_service's OpenAPI schema (docs/api.md §4): for every operation, generated
 valid and invalid requests (and ones without the token) never get a 500, every error carries
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
@@ -114,7 +114,7 @@ def test_the_schema_documents_the_error_shape_and_the_optional_token_of_image_by
     for path in ("/api/v1/images/{image_id}/content", "/api/v1/images/{image_id}/thumbnail"):
         assert document["paths"][path]["get"]["security"] == [{"HTTPBearer": []}, {}]
     assert document["paths"]["/api/v1/images/{image_id}"]["get"]["security"] == [{"HTTPBearer": []}]
-    # SPEC §8: one status for an upload (a duplicate is a 201 with the existing image, never a 200).
+    # docs/api.md §8: one status for an upload (a duplicate is a 201 with the existing image, never a 200).
     assert "200" not in document["paths"]["/api/v1/images"]["post"]["responses"]
 
 

@@ -83,7 +83,7 @@ def test_same_bytes_again_return_the_existing_image(client: TestClient, issue_to
     data = png_bytes((30, 20), (1, 2, 3))
     first = upload(client, token, data, "a.png")
     second = upload(client, token, data, "renamed.png")
-    # SPEC §8: POST /images → 201, a duplicate too, with the existing image (the same body).
+    # docs/api.md §8: POST /images → 201, a duplicate too, with the existing image (the same body).
     assert first.status_code == 201 and second.status_code == 201
     assert second.json() == first.json()
     listed = client.get("/api/v1/images", headers={"Authorization": f"Bearer {token}"}).json()

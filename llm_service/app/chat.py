@@ -1,4 +1,4 @@
-"""Chat: sessions, a message and its reply, streamed or not (SPEC §7).
+"""Chat: sessions, a message and its reply, streamed or not (docs/api.md §7).
 
 The user's message is stored before the provider is called, so a failed call loses nothing; the
 reply can then be asked again (``retry``). A streamed reply that ends early (client gone, provider

@@ -1,4 +1,4 @@
-"""Chat sessions in Redis: the one place that knows the keys (SPEC §7).
+"""Chat sessions in Redis: the one place that knows the keys (docs/api.md §7).
 
 Per session: a hash ``chat:session:{id}`` (owner, title, model, system prompt, persistent flag,
 timestamps) and a list ``chat:messages:{id}`` of JSON messages. Per user: a sorted set

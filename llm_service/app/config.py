@@ -1,4 +1,4 @@
-"""llm_service settings on top of the shared ones (SPEC §2, §7). Every limit has a default."""
+"""llm_service settings on top of the shared ones (docs/api.md §2, §7). Every limit has a default."""
 
 from __future__ import annotations
 

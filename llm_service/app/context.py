@@ -1,4 +1,4 @@
-"""The context sent to the model: bounded, while the stored history stays whole (SPEC §7).
+"""The context sent to the model: bounded, while the stored history stays whole (docs/api.md §7).
 
 System prompt first (always kept), then the attached records' text (bounded in characters, in a
 separate system message so the instructions stay first), then the most recent turns that fit the

@@ -1,4 +1,4 @@
-"""HTTP routes of llm_service (SPEC §7). Thin: validate, call the app modules, shape the answer.
+"""HTTP routes of llm_service (docs/api.md §7). Thin: validate, call the app modules, shape the answer.
 
 - ``/api/v1/chat/...``: chat sessions and messages (``chat``, ``chat_store``)
 - ``/api/v1/text/{task}``: text tasks (``text_tasks``)
@@ -169,7 +169,7 @@ async def retry_reply(session_id: str, data: ReplyRetry, user: LLMUser, chat: Ch
 
 @api.post("/text/{task}", response_model=TextTaskResult, responses={**PROVIDER_ERRORS, **error_responses(404, 413)})
 async def text_task(
-    # Documented as the known tasks; any other answers 404 (not 422), as the SPEC's unknown-path rule.
+    # Documented as the known tasks; any other answers 404 (not 422), as the unknown-path rule (docs/api.md §4).
     task: Annotated[str, Path(json_schema_extra={"enum": list(TASKS)})],
     data: TextTaskRequest,
     user: LLMUser,

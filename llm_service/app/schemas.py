@@ -1,4 +1,4 @@
-"""Request and response bodies of llm_service, one schema per direction (SPEC §7)."""
+"""Request and response bodies of llm_service, one schema per direction (docs/api.md §7)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def usage_read(usage: Any) -> UsageRead | None:
     return None if usage is None else UsageRead(**usage.as_dict())
 
 
-# This service's wording of the SPEC §4 errors (401/404 come from common.errors).
+# This service's wording of docs/api.md §4 errors (401/404 come from common.errors).
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Well-formed but unusable input (bad_request)",
     409: "Over CHAT_MAX_SESSIONS_PER_USER or CHAT_MAX_MESSAGES_PER_SESSION (conflict)",

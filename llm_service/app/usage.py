@@ -1,4 +1,4 @@
-"""Token usage per user: one row per provider call, totals by day and model (SPEC §7)."""
+"""Token usage per user: one row per provider call, totals by day and model (docs/api.md §7)."""
 
 from __future__ import annotations
 

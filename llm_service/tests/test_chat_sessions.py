@@ -1,4 +1,4 @@
-"""Chat sessions in Redis: shape, ownership, expiry and persistence (SPEC §7)."""
+"""Chat sessions in Redis: shape, ownership, expiry and persistence (docs/api.md §7)."""
 
 from __future__ import annotations
 

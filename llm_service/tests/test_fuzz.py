@@ -1,4 +1,4 @@
-"""Schemathesis fuzzing of llm_service's OpenAPI schema (SPEC §4): for every operation, generated
+"""Schemathesis fuzzing of llm_service's OpenAPI schema (docs/api.md §4): for every operation, generated
 valid and invalid requests (and ones without the token) never get a 500, every error carries
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
@@ -97,7 +97,7 @@ def test_every_operation_keeps_the_error_contract_and_its_schema(
         case.path_parameters["session_id"] = own_session
     response = case.call()
     # Schema-valid input may still meet a configurable limit or the session's state, answered with
-    # the SPEC's 400/413; only those documented answers skip the "valid data is accepted" check.
+    # the 400 of docs/api.md §4/413; only those documented answers skip the "valid data is accepted" check.
     exempt = [positive_data_acceptance] if refused_by_a_documented_limit(response) else []
     case.validate_response(response, excluded_checks=exempt, transport_kwargs={"app": served})
     assert_error_shape(response)

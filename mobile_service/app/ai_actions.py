@@ -1,4 +1,4 @@
-"""AI actions on a record (SPEC §6): llm_service's ``POST /api/v1/text/{task}`` through the one
+"""AI actions on a record (docs/api.md §6): llm_service's ``POST /api/v1/text/{task}`` through the one
 ``ServiceClient``, with the caller's token and request id.
 
 ``summarize`` stores the summary; ``tags`` and ``title`` return suggestions and apply them when
@@ -35,14 +35,14 @@ async def _call_llm(
     except ValueError:
         body = None
     if response.status_code != 200:
-        # llm_service speaks the SPEC error shape: pass its status, code and detail on.
+        # llm_service speaks the error shape of docs/api.md §4: pass its status, code and detail on.
         if isinstance(body, dict) and "code" in body:
             error = AppError(body.get("detail"), code=str(body["code"]))
             error.status_code = response.status_code if response.status_code >= 400 else 502
             if response.status_code == 401:
                 error.headers["WWW-Authenticate"] = "Bearer"
             retry_after = response.headers.get("Retry-After")
-            if retry_after:  # SPEC §4: a 429 (or 503) tells the client when to come back
+            if retry_after:  # docs/api.md §4: a 429 (or 503) tells the client when to come back
                 error.headers["Retry-After"] = retry_after
             raise error
         raise UpstreamError(f"llm_service answered {response.status_code}")

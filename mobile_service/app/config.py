@@ -1,4 +1,4 @@
-"""mobile_service settings on top of the shared ones (SPEC §2, §6)."""
+"""mobile_service settings on top of the shared ones (docs/api.md §2, §6)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from common.config import Settings
 class MobileSettings(Settings):
     """Limits of the records API and of the forwarding proxy, each with a default."""
 
-    # Records (the field limits are SPEC §6's contract and live in ``schemas``)
+    # Records (the field limits are docs/api.md §6's contract and live in ``schemas``)
     sync_page_default: int = 100
     sync_page_max: int = 500
     sync_push_max_items: int = 100

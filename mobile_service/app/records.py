@@ -1,4 +1,4 @@
-"""Record logic (SPEC §6): create (idempotent with client UUIDs), read, optimistic update, soft
+"""Record logic (docs/api.md §6): create (idempotent with client UUIDs), read, optimistic update, soft
 delete, publish/unpublish. Routes and sync call these; these raise ``common.errors`` types.
 
 Every write takes the owner's next change number first (``crud.next_change_seq``): that both
@@ -100,7 +100,7 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
             return snapshot
         raise _conflict_from(snapshot, "A record with this id already exists with other content")
     if await crud.id_taken(session, record_id):
-        # Another user's record (SPEC §4): answered like any record that does not exist, so
+        # Another user's record (docs/api.md §4): answered like any record that does not exist, so
         # nothing about it is revealed; the client makes a new UUID.
         await session.rollback()
         raise NotFound(NOT_FOUND)

@@ -1,4 +1,4 @@
-"""HTTP routes of mobile_service (SPEC §6). Thin: validate, call the logic modules, shape the answer."""
+"""HTTP routes of mobile_service (docs/api.md §6). Thin: validate, call the logic modules, shape the answer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response schemas of mobile_service, one per direction (SPEC §6)."""
+"""Request and response schemas of mobile_service, one per direction (docs/api.md §6)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, f
 
 from common.errors import error_responses_with
 
-# SPEC §6 limits (the contract, so constants rather than settings).
+# docs/api.md §6 limits (the contract, so constants rather than settings).
 TITLE_MAX_CHARS = 200
 CONTENT_MAX_CHARS = 100_000
 MAX_TAGS = 20
@@ -37,7 +37,7 @@ RawTag = Annotated[Text, Field(max_length=256)]
 
 
 def normalise_tags(tags: list[str]) -> list[str]:
-    """Trimmed, lower-case, unique (first occurrence wins), empty ones dropped; SPEC limits enforced."""
+    """Trimmed, lower-case, unique (first occurrence wins), empty ones dropped; limits of docs/api.md §6 enforced."""
     seen: dict[str, None] = {}
     for raw in tags:
         tag = raw.strip().lower()

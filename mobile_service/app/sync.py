@@ -1,4 +1,4 @@
-"""Sync for offline clients (SPEC §6): a change feed by the owner's change sequence and a batch push.
+"""Sync for offline clients (docs/api.md §6): a change feed by the owner's change sequence and a batch push.
 
 The cursor is opaque to clients: ``base64url("v1.<seq>.<mac>")`` where the MAC binds the number
 to its owner with the service secret, so a cursor cannot be forged, edited or reused by another

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from common.forwarding import forward_request_headers, forward_response_headers, upstream_for
+from common.forwarding_rules import forward_request_headers, forward_response_headers, upstream_for
 from common.processes import free_port
 from mobile_service.main import build_app
 from mobile_service.tests.conftest import RunningProcess

@@ -1,10 +1,10 @@
-"""Schemathesis fuzzing of mobile_service's OpenAPI schema (SPEC §4): for every operation, generated
+"""Schemathesis fuzzing of mobile_service's OpenAPI schema (docs/api.md §4): for every operation, generated
 valid and invalid requests (and ones without the token) never get a 500, every error carries
 ``{detail, code, request_id}``, and answers conform to the schema the service publishes.
 
 Requests go to an in-process app from ``build_app`` with the root conftest's settings (real Redis,
 real SQLite or PostgreSQL) and a real access token; its upstream services point at a closed port,
-so the AI actions answer the SPEC's 503 (they are tested end to end elsewhere). The schema is read
+so the AI actions answer the 503 of docs/api.md §4 (they are tested end to end elsewhere). The schema is read
 at import from an app built the same way and bound to a forwarding ASGI app that the module fixture
 points at the real one (``tests/fuzz_support.py``). Examples are few and derandomized.
 """
@@ -38,7 +38,7 @@ schema, served, FixtureToken = fuzz_schema(
 )
 
 # Answers to schema-valid input that the schema cannot express: limits set in MobileSettings and
-# SPEC §6 (tags counted and measured after trimming, changes per push), the sync cursor's
+# docs/api.md §6 (tags counted and measured after trimming, changes per push), the sync cursor's
 # integrity, NUL in text (the app factory's PostgreSQL answer).
 DOCUMENTED_REFUSALS = re.compile(
     r"^(Text must not contain NUL|Value error, text must not contain NUL|Value error, a tag has at most \d+ characters|Value error, at most \d+ tags"

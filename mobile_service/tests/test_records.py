@@ -71,7 +71,7 @@ def test_other_users_records_are_not_found(
     assert_error(mobile_client.delete(url, headers=bob), 404, "not_found")
     assert_error(mobile_client.post(f"{url}/publish", headers=bob), 404, "not_found")
     assert_error(mobile_client.post(f"{url}/ai/summarize", headers=bob), 404, "not_found")
-    # Reusing someone else's id for a create is 404, like an id nobody uses (SPEC §4).
+    # Reusing someone else's id for a create is 404, like an id nobody uses (docs/api.md §4).
     taken = assert_error(
         mobile_client.post("/api/v1/records", json={"id": record["id"], "title": "x"}, headers=bob), 404, "not_found"
     )

@@ -1,4 +1,4 @@
-"""Search over many matches (SPEC §6 ``q``): every match of the owner appears exactly once across
+"""Search over many matches (docs/api.md §6 ``q``): every match of the owner appears exactly once across
 the pages, counts are exact, other users' records never count nor change the order, and on
 SQLite records with every term in the title come first, then the rest, each newest first."""
 

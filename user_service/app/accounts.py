@@ -116,7 +116,7 @@ async def rotate_refresh_token(
 ) -> TokenPair:
     """Trade a refresh token for a new pair (rotation).
 
-    SPEC §5: reusing a revoked refresh token — one already traded, or logged out — revokes every
+    docs/api.md §5: reusing a revoked refresh token — one already traded, or logged out — revokes every
     token of its user (it may have leaked). A token already covered by the user's "revoked before"
     time (password change, deactivation, an earlier reuse) only gets a 401: everything issued up
     to then is dead already, and revoking again would sign out the sessions made since."""

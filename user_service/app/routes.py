@@ -1,4 +1,4 @@
-"""HTTP routes of user_service (SPEC §5). Thin: validate, call ``accounts``, shape the answer."""
+"""HTTP routes of user_service (docs/api.md §5). Thin: validate, call ``accounts``, shape the answer."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class AuthActions:
 
 
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    """The SPEC §4 error shape: detail, code and the request id that is also in the header."""
+    """docs/api.md §4 error shape: detail, code and the request id that is also in the header."""
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) >= {"detail", "code", "request_id"}, body

@@ -1,6 +1,6 @@
 """Schemathesis fuzzing of user_service's OpenAPI schema: for every operation, generated valid and
 invalid requests (with a real admin's token, fresh per case) never get a 500, and every error
-carries the SPEC §4 shape ``{detail, code, request_id}``.
+carries docs/api.md §4 shape ``{detail, code, request_id}``.
 
 The schema is read from an app built the same way at import time (no lifespan needed for that);
 requests go to an in-process app with real Redis and a real SQLite file. Examples are few and
@@ -55,7 +55,7 @@ schema = schemathesis.openapi.from_dict(
     build_app(load_settings(UserSettings, "user_service"), configure_logging=False).openapi()
 )
 # A schema-valid request may still be refused for what it says: a wrong old password on
-# POST /users/me/password is 400 bad_request (SPEC §4), like 401/403/404/409 for other operations.
+# POST /users/me/password is 400 bad_request (docs/api.md §4), like 401/403/404/409 for other operations.
 _acceptance = schema.config.checks.positive_data_acceptance
 _acceptance.expected_statuses = [*_acceptance.expected_statuses, "400"]
 

@@ -1,4 +1,4 @@
-"""Hostile input gets the SPEC §4 error shape with the right status, never a 500."""
+"""Hostile input gets docs/api.md §4 error shape with the right status, never a 500."""
 
 from __future__ import annotations
 

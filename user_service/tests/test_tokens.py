@@ -56,7 +56,7 @@ def test_logout_revokes_access_and_refresh_tokens(client: TestClient, auth: Auth
 def test_reusing_a_logged_out_refresh_token_revokes_every_token_of_the_user(
     client: TestClient, auth: AuthActions
 ) -> None:
-    # SPEC §5: "Reusing a revoked refresh token revokes all of that user's tokens" — a logged-out
+    # docs/api.md §5: "Reusing a revoked refresh token revokes all of that user's tokens" — a logged-out
     # one included, not only a rotated one.
     user, tokens = auth.new_user()
     other_session = auth.login(user["username"])

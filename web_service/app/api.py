@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from common.errors import Forbidden, NotFound
-from common.forwarding import FORWARD_ROUTES, ForwardRoute, upstream_for
+from common.forwarding_rules import FORWARD_ROUTES, ForwardRoute, upstream_for
 from common.forwarding_wsgi import WsgiForwarder
 from web_service.app import auth
 

@@ -1,4 +1,4 @@
-"""Server-side browser sessions in Redis (the backend-for-frontend of SPEC §10).
+"""Server-side browser sessions in Redis (the backend-for-frontend of docs/api.md §10).
 
 The browser holds only an opaque random id in an HttpOnly, SameSite=Lax cookie (Secure in
 production); the tokens, the CSRF token and the user's name live in Redis under the SHA-256 of that

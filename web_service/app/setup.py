@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, current_app
 
 from common.config import SERVICE_PORTS
-from common.forwarding import ForwardingConfig
+from common.forwarding_rules import ForwardingConfig
 from common.forwarding_wsgi import WsgiForwarder
 from web_service.app.api import WEB_FORWARD_ROUTES, api
 from web_service.app.auth import install_session_hooks

@@ -1,5 +1,5 @@
 """The WSGI face of the forwarding proxy, served the real way (web_service under gunicorn's gevent
-worker) in front of a real stub upstream process: streaming both ways, header rules, SPEC error
+worker) in front of a real stub upstream process: streaming both ways, header rules, documented error
 bodies, and what slow clients get (read timeouts; they never hold up other users)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Schemathesis fuzzing of web_service's same-origin JSON API behind a signed-in browser session
-(SPEC §4, §10): the records, sync and public routes, with mobile_service's published schema, sent
+(docs/api.md §4, §10): the records, sync and public routes, with mobile_service's published schema, sent
 to web_service (in-process Flask) with the session cookie and its CSRF token, and forwarded with
 the session's bearer token to the real mobile_service and user_service (uvicorn on loopback, real
 Redis and SQLite or PostgreSQL). No answer is a 500, every error carries ``{detail, code,

@@ -1,5 +1,5 @@
 """Browser-session rules that need no other service: cookie flags, CSRF, the token-handing
-API paths, language choice, and the SPEC error shape when upstreams are down."""
+API paths, language choice, and the error shape of docs/api.md §4 when upstreams are down."""
 
 from __future__ import annotations
 
