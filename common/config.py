@@ -20,6 +20,11 @@ ROOT_ENV = REPO_ROOT / ".env"
 ROOT_ENV_EXAMPLE = REPO_ROOT / ".env.example"
 
 # The suite's services and their default ports (docs/api.md §1).
+# How long one model call through llm_service may take: its provider timeout (LLM_TIMEOUT_SECONDS,
+# 60 s) × (1 + LLM_MAX_RETRIES, 2) = 180 s, plus the SDK's back-off between attempts. The default
+# of every wait for a model call (forwarding, mobile_service's AI actions).
+MODEL_CALL_BUDGET_SECONDS = 200.0
+
 SERVICE_PORTS: dict[str, int] = {
     "web_service": 8000,
     "user_service": 8001,

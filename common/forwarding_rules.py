@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from common.config import MODEL_CALL_BUDGET_SECONDS
 from common.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 
 
@@ -191,9 +192,8 @@ class ForwardingConfig:
 
     upstreams: Mapping[str, str]
     timeout_seconds: float = 30.0
-    # Model calls (``ForwardRoute.long_running``): llm_service may take its provider timeout
-    # (LLM_TIMEOUT_SECONDS 60 s) × (1 + LLM_MAX_RETRIES 2) plus the SDK's back-off = ~190 s.
-    long_timeout_seconds: float = 200.0
+    # Model calls (``ForwardRoute.long_running``).
+    long_timeout_seconds: float = MODEL_CALL_BUDGET_SECONDS
     connect_timeout_seconds: float = 2.0
     max_connections: int = 200
     max_body_bytes: int = 64 * 1024 * 1024
