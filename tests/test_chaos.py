@@ -27,6 +27,7 @@ from PIL import Image
 
 from common.processes import service_healthy
 from conftest import Suite
+from tests.auth import bearer
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sse import sse_events
 from web_service.tests.web_user import WebUser
@@ -54,7 +55,7 @@ def sign_up(suite: Suite) -> dict[str, str]:
     created = httpx.post(f"{users}/api/v1/auth/register", json={"username": username, "password": PASSWORD})
     assert created.status_code == 201, created.text
     tokens = httpx.post(f"{users}/api/v1/auth/login", json={"username": username, "password": PASSWORD}).json()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+    return bearer(tokens["access_token"])
 
 
 def png_bytes(seed: int) -> bytes:
@@ -66,9 +67,11 @@ def png_bytes(seed: int) -> bytes:
 # ---------------------------------------------------------------- kill -9 under write load
 
 
-# Each write loop is paced and capped: bounded load, not a soak (and under the per-user caps).
+# Each write loop is paced and capped: bounded load, not a soak (and under the per-user caps, such
+# as 200 chat sessions). The loop also ends when the test stops it.
 WRITE_PAUSE_SECONDS = 0.02
-MAX_WRITES = 180
+DOWN_PAUSE_SECONDS = 0.1
+MAX_WRITES = 150
 
 
 @dataclass
@@ -86,14 +89,15 @@ class WriteLoad:
 
     def run(self) -> None:
         with httpx.Client(timeout=10.0) as client:
-            for index in range(MAX_WRITES):
-                if self.stop.is_set():
-                    return
+            index = 0
+            while not self.stop.is_set() and len(self.acknowledged) < MAX_WRITES:
+                index += 1
                 try:
                     key = self.write(client, index)
                 except httpx.HTTPError as exc:  # the service is down or restarting: not acknowledged
                     self.failures.append(type(exc).__name__)
-                    key = None
+                    time.sleep(DOWN_PAUSE_SECONDS)
+                    continue
                 except Unexpected as exc:
                     self.unexpected.append(str(exc))
                     key = None

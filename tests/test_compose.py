@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 
 from common.config import REPO_ROOT
 from common.processes import free_port, popen_child, stop_process
+from tests.auth import bearer
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -434,7 +435,7 @@ def test_smoke_flow_through_the_compose_suite(compose_run: ComposeRun) -> None:
         assert registered.status_code == 201, registered.text
         login = client.post("/api/v1/auth/login", json={"username": name, "password": "compose pass 123"})
         assert login.status_code == 200, login.text
-        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        headers = bearer(login.json()["access_token"])
         created = client.post(
             "/api/v1/records", headers=headers, json={"title": "Compose smoke", "content": "Hello from **compose**."}
         )

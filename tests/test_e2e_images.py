@@ -22,6 +22,7 @@ from PIL import ExifTags, Image
 
 from conftest import Suite
 from image_service.tests.conftest import jpeg_with_gps, png_bytes
+from tests.auth import bearer
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +37,6 @@ def suite(launch_suite: Callable[..., Suite], fake_llm_url: str) -> Suite:
         "image_service",
         env={"LLM_BASE_URL": fake_llm_url, "LLM_API_KEY": "e2e-key", "GENERATION_BACKOFF_SECONDS": "0.1"},
     )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def upload(base: str, token: str, data: bytes, name: str = "photo.jpg") -> httpx.Response:

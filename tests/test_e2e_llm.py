@@ -15,6 +15,7 @@ import pytest
 from dotenv import dotenv_values
 
 from common.config import REPO_ROOT
+from tests.auth import bearer
 from tests.sse import sse_events
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,7 @@ def sign_up(suite: Any) -> dict[str, str]:
         registered = users.post("/api/v1/auth/register", json={"username": username, "password": "long enough pw"})
         assert registered.status_code == 201, registered.text
         tokens = users.post("/api/v1/auth/login", json={"username": username, "password": "long enough pw"}).json()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+    return bearer(tokens["access_token"])
 
 
 def new_session(llm: httpx.Client, headers: dict[str, str], **body: Any) -> dict[str, Any]:

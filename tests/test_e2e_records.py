@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.auth import bearer
 from tests.sse import sse_events
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ def sign_up(api: httpx.Client) -> dict[str, str]:
     assert registered.status_code == 201, registered.text
     login = api.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
     assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+    return bearer(login.json()["access_token"])
 
 
 def test_record_life_cycle_sync_and_publishing(api: httpx.Client) -> None:

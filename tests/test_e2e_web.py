@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from tests.auth import bearer
 from web_service.tests.web_user import PASSWORD, WebUser
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +121,7 @@ def test_sign_out_revokes_both_tokens_and_returns_to_sign_in(
     response = user.client.post("/logout", data={"csrf_token": user.csrf})
     assert response.status_code == 303 and response.headers["location"] == "/login"
     users = suite.url("user_service")
-    old_access = httpx.get(users + "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    old_access = httpx.get(users + "/api/v1/users/me", headers=bearer(tokens["access_token"]))
     assert old_access.status_code == 401
     old_refresh = httpx.post(users + "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert old_refresh.status_code == 401

@@ -25,6 +25,7 @@ import pytest
 from common.config import REPO_ROOT
 from common.migrations import upgrade_to_head
 from common.processes import free_port, popen_child, service_healthy, stop_process
+from tests.auth import bearer
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +155,7 @@ def login(deployment: Deployment) -> Callable[[], dict[str, str]]:
             )
             tokens = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
             assert tokens.status_code == 200, tokens.text
-        return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        return bearer(tokens.json()["access_token"])
 
     return _login
 

@@ -20,6 +20,7 @@ from common.config import REPO_ROOT, Settings
 from common.deps import CurrentUser
 from common.errors import Conflict, RateLimited
 from common.processes import free_port
+from tests.auth import bearer
 
 SERVICE = f"factory_test_{uuid.uuid4().hex[:6]}"
 
@@ -161,7 +162,7 @@ def test_one_access_log_line_per_request(
     user_id = str(uuid.uuid4())
     with caplog.at_level(logging.INFO, logger="access"):
         client.get("/t/items/7")
-        client.get("/t/whoami", headers={"Authorization": f"Bearer {issue_token(user_id)}"})
+        client.get("/t/whoami", headers=bearer(issue_token(user_id)))
         client.get("/nope")
     lines = [r for r in caplog.records if r.name == "access"]
     assert len(lines) == 3
@@ -207,8 +208,8 @@ def test_auth_dependency_errors(client: TestClient, issue_token: Callable[..., s
     assert_shape(bad, 401, "invalid_token")
     assert bad.headers["www-authenticate"] == "Bearer"
     refresh = issue_token(token_type="refresh")
-    assert_shape(client.get("/t/whoami", headers={"Authorization": f"Bearer {refresh}"}), 401, "invalid_token")
-    admin = client.get("/t/whoami", headers={"Authorization": f"Bearer {issue_token(role='admin')}"})
+    assert_shape(client.get("/t/whoami", headers=bearer(refresh)), 401, "invalid_token")
+    admin = client.get("/t/whoami", headers=bearer(issue_token(role="admin")))
     assert admin.json()["role"] == "admin"
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from common.app_factory import create_app
 from common.config import Settings
 from common.deps import CurrentUser
+from tests.auth import bearer
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not on PATH; cannot kill and restart one")
@@ -41,7 +42,7 @@ def test_redis_outage_degrades_and_recovers_without_a_restart(
 ) -> None:
     settings = make_settings(Settings, "common", redis_url=redis_server.url)
     app = create_app(settings, title="outage", routers=[router], use_database=False, configure_logging=False)
-    headers = {"Authorization": f"Bearer {issue_token()}"}
+    headers = bearer(issue_token())
     with TestClient(app) as client:
         assert client.get("/whoami", headers=headers).status_code == 200
         assert client.get("/ready").json() == {"status": "ok", "checks": {"redis": "ok"}}

@@ -11,6 +11,7 @@ from PIL import ExifTags, Image
 
 from image_service.app.config import ImageSettings
 from image_service.main import build_app
+from tests.auth import bearer
 
 FINAL_STATUSES = {"succeeded", "partial", "failed", "cancelled"}
 
@@ -43,7 +44,7 @@ def png_bytes(size: tuple[int, int] = (800, 600), colour: tuple[int, int, int] =
 
 
 def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(token)
 
 
 def upload(client: Any, token: str, data: bytes, name: str = "photo.jpg", **fields: str) -> Any:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
 from image_service.tests.conftest import auth, jpeg_with_gps, png_bytes, upload
+from tests.auth import bearer
 
 
 def stored_files(client: TestClient) -> list[Path]:
@@ -86,7 +87,7 @@ def test_same_bytes_again_return_the_existing_image(client: TestClient, issue_to
     # docs/api.md §8: POST /images → 201, a duplicate too, with the existing image (the same body).
     assert first.status_code == 201 and second.status_code == 201
     assert second.json() == first.json()
-    listed = client.get("/api/v1/images", headers={"Authorization": f"Bearer {token}"}).json()
+    listed = client.get("/api/v1/images", headers=bearer(token)).json()
     assert listed["total_count"] == 1
     other_user = upload(client, issue_token(), data, "a.png")
     assert other_user.status_code == 201 and other_user.json()["id"] != first.json()["id"]

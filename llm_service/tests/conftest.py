@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from llm_service.app.config import LLMSettings
 from llm_service.main import build_app
+from tests.auth import bearer
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def auth_headers(issue_token: Callable[..., str]) -> Callable[..., dict[str, str
     """Headers with a fresh access token for ``user_id`` (a new user when not given)."""
 
     def _headers(user_id: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_token(user_id)}"}
+        return bearer(issue_token(user_id))
 
     return _headers
 

@@ -18,6 +18,7 @@ from common.processes import free_port, popen_child, stop_process
 from conftest import TEST_SECRET
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app
+from tests.auth import bearer
 
 
 @dataclass
@@ -94,6 +95,6 @@ def mobile_client(mobile_settings: Callable[..., MobileSettings]) -> Iterator[Te
 @pytest.fixture
 def auth_headers(issue_token: Callable[..., str]) -> Callable[[str], dict[str, str]]:
     def _headers(user_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_token(user_id)}"}
+        return bearer(issue_token(user_id))
 
     return _headers

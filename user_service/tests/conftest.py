@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.auth import bearer
 from user_service.app.config import UserSettings
 from user_service.main import build_app
 
@@ -45,7 +46,7 @@ class AuthActions:
 
     def headers(self, tokens: dict[str, Any] | str) -> dict[str, str]:
         token = tokens if isinstance(tokens, str) else tokens["access_token"]
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(token)
 
     def me(self, tokens: dict[str, Any] | str) -> Any:
         return self.client.get("/api/v1/users/me", headers=self.headers(tokens))

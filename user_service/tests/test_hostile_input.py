@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.security import encode_token
+from tests.auth import bearer
 from user_service.tests.conftest import AuthActions, assert_error, unique_name
 
 TEN_MB = 10 * 1024 * 1024
@@ -202,7 +203,7 @@ HOSTILE_TOKEN_NAMES = [
 @pytest.mark.parametrize("name", HOSTILE_TOKEN_NAMES)
 def test_bad_access_tokens_are_401_invalid_token(client: TestClient, hostile_tokens: dict[str, str], name: str) -> None:
     token = hostile_tokens[name]
-    response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    response = client.get("/api/v1/users/me", headers=bearer(token))
     assert_error(response, 401, "invalid_token")
     assert response.headers["www-authenticate"] == "Bearer"
 

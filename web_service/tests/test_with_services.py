@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.auth import bearer
 from web_service.app import auth
 from web_service.app.config import WebSettings
 from web_service.app.sessions import SessionStore
@@ -39,7 +40,7 @@ def session_of(app: Flask, client: FlaskClient) -> Any:
 
 
 def user_service_me(services: dict[str, str], access_token: str) -> httpx.Response:
-    return httpx.get(f"{services['user_service']}/api/v1/users/me", headers={"Authorization": f"Bearer {access_token}"})
+    return httpx.get(f"{services['user_service']}/api/v1/users/me", headers=bearer(access_token))
 
 
 def test_signing_in_again_revokes_the_previous_sessions_tokens(web_app: Flask, services: dict[str, str]) -> None:
@@ -144,7 +145,7 @@ def published_slug(services: dict[str, str], username: str) -> str:
     tokens = httpx.post(
         f"{services['user_service']}/api/v1/auth/login", json={"username": username, "password": PASSWORD}
     ).json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    headers = bearer(tokens["access_token"])
     mobile = services["mobile_service"]
     record = httpx.post(f"{mobile}/api/v1/records", json={"title": "Shared", "content": "Hello"}, headers=headers)
     assert record.status_code == 201, record.text
