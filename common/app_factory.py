@@ -11,28 +11,23 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-import redis.exceptions
-import sqlalchemy.exc
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.api_clients import ServiceClient
-from common.cache import create_redis, redis_unavailable_detail
+from common.cache import create_redis
 from common.config import Settings
 from common.database import Database
-from common.errors import AppError, PayloadTooLarge, error_body
+from common.errors import AppError, PayloadTooLarge
+from common.exception_handlers import install_error_handlers
 from common.logging_setup import request_id_var, setup_logging, user_id_var
 from common.observability import (
     METRICS_CONTENT_TYPE,
@@ -41,18 +36,12 @@ from common.observability import (
     metrics_payload,
     record_request,
 )
+from common.readiness import READY_RESPONSES, ReadyBody, check_all
 
 logger = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI], Awaitable[None]]
 ReadyCheck = Callable[[FastAPI], Awaitable[None]]
-
-
-class ReadyBody(BaseModel):
-    """``GET /ready``: each dependency's check, ``ok`` or ``error: ...``."""
-
-    status: Literal["ok", "degraded"]
-    checks: dict[str, str]
 
 
 class RequestContextMiddleware:
@@ -133,77 +122,6 @@ async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def request_id_of(request: Request) -> str:
-    return getattr(request.state, "request_id", None) or request_id_var.get()
-
-
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def allowed_methods(request: Request) -> str:
-    """Every method some route offers for this path (Starlette's 405 names only the first
-    matching route's methods, e.g. ``GET`` for a path served by a GET and a PATCH route).
-    Each method is probed through the router (included routers are matched lazily)."""
-    base = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
-    allowed = [
-        method
-        for method in HTTP_METHODS
-        if any(
-            route.matches({**base, "method": method, "headers": [], "query_string": b""})[0] == Match.FULL
-            for route in request.app.router.routes
-        )
-    ]
-    return ", ".join(allowed)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error to ``{"detail", "code", "request_id"}``."""
-
-    @app.exception_handler(AppError)
-    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = error_body(exc.status_code, exc.detail, request_id_of(request))
-        if exc.status_code == 401:
-            body["code"] = "not_authenticated"
-        headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(request)
-        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's detail list is kept, without echoing the input back (it may hold a password).
-        errors = [{k: v for k, v in err.items() if k not in ("input", "url")} for err in exc.errors()]
-        body = error_body(422, jsonable_encoder(errors), request_id_of(request), "validation_error")
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(redis.exceptions.RedisError)
-    async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
-        settings: Settings = request.app.state.settings
-        logger.warning("redis error: %s", type(exc).__name__)
-        body = error_body(503, redis_unavailable_detail(settings.redis_url), request_id_of(request))
-        return JSONResponse(body, status_code=503)
-
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
-        # PostgreSQL refuses NUL characters in text (SQLite stores them): bad input, not a crash.
-        if "0x00" in str(exc.orig):
-            body = error_body(400, "Text must not contain NUL (\\u0000) characters", request_id_of(request))
-            return JSONResponse(body, status_code=400)
-        return await _unexpected(request, exc)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = error_body(500, "Internal server error", request_id_of(request))
-        response = JSONResponse(body, status_code=500)
-        response.headers[REQUEST_ID_HEADER] = request_id_of(request)
-        return response
-
-
 def cors_options(settings: Settings) -> dict[str, Any]:
     """CORSMiddleware options from ``CORS_ORIGINS`` (the app and the forwarding proxy share them)."""
     return {
@@ -236,46 +154,12 @@ def create_app(
     ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one."""
     if configure_logging:
         setup_logging(settings.service_name, settings.log_level, settings.log_format or "console", settings.log_dir)
-    extra_checks = dict(ready_checks or {})
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
-        app.state.db = Database(settings.database_url) if use_database else None
-        app.state.redis = create_redis(settings.redis_url) if use_redis else None
-        app.state.clients = {
-            name: ServiceClient(
-                name,
-                getattr(settings, f"{name}_url"),
-                timeout=settings.upstream_timeout_seconds,
-                connect_timeout=settings.upstream_connect_timeout_seconds,
-            )
-            for name in upstreams
-        }
-        if app.state.db is not None:
-            await app.state.db.create_all()
-        for hook in on_startup:
-            await hook(app)
-        logger.info("%s ready on %s:%s", settings.service_name, settings.host, settings.port)
-        try:
-            yield
-        finally:
-            for hook in reversed(on_shutdown):
-                try:
-                    await hook(app)
-                except Exception:
-                    logger.exception("shutdown hook failed")
-            for client in app.state.clients.values():
-                await client.aclose()
-            if app.state.redis is not None:
-                await app.state.redis.aclose()
-            if app.state.db is not None:
-                await app.state.db.dispose()
-
+    resources = AppResources(settings, use_database, use_redis, tuple(upstreams), tuple(on_startup), tuple(on_shutdown))
     app = FastAPI(
         title=title,
         description=description,
         version=settings.version,
-        lifespan=lifespan,
+        lifespan=resources.lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
@@ -283,6 +167,67 @@ def create_app(
     app.state.redis = None
     app.state.clients = {}
     install_error_handlers(app)
+    install_middleware(app, settings, body_limits)
+    install_ops_routes(app, settings, dict(ready_checks or {}))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+@dataclass(frozen=True)
+class AppResources:
+    """What a service's lifespan opens (database, Redis, clients of other services, its own
+    hooks) and closes again, in reverse order, even when a hook fails."""
+
+    settings: Settings
+    use_database: bool
+    use_redis: bool
+    upstreams: tuple[str, ...]
+    on_startup: tuple[Hook, ...]
+    on_shutdown: tuple[Hook, ...]
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        await self._open(app)
+        logger.info("%s ready on %s:%s", self.settings.service_name, self.settings.host, self.settings.port)
+        try:
+            yield
+        finally:
+            await self._close(app)
+
+    async def _open(self, app: FastAPI) -> None:
+        settings = self.settings
+        app.state.db = Database(settings.database_url) if self.use_database else None
+        app.state.redis = create_redis(settings.redis_url) if self.use_redis else None
+        app.state.clients = {
+            name: ServiceClient(
+                name,
+                getattr(settings, f"{name}_url"),
+                timeout=settings.upstream_timeout_seconds,
+                connect_timeout=settings.upstream_connect_timeout_seconds,
+            )
+            for name in self.upstreams
+        }
+        if app.state.db is not None:
+            await app.state.db.create_all()
+        for hook in self.on_startup:
+            await hook(app)
+
+    async def _close(self, app: FastAPI) -> None:
+        for hook in reversed(self.on_shutdown):
+            try:
+                await hook(app)
+            except Exception:
+                logger.exception("shutdown hook failed")
+        for client in app.state.clients.values():
+            await client.aclose()
+        if app.state.redis is not None:
+            await app.state.redis.aclose()
+        if app.state.db is not None:
+            await app.state.db.dispose()
+
+
+def install_middleware(app: FastAPI, settings: Settings, body_limits: Mapping[tuple[str, str], int] | None) -> None:
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
     app.add_middleware(
@@ -292,18 +237,17 @@ def create_app(
         body_limits=body_limits,
     )
 
+
+def install_ops_routes(app: FastAPI, settings: Settings, ready_checks: dict[str, ReadyCheck]) -> None:
+    """``/health``, ``/ready`` (database, Redis, the upstream services, the service's own checks)
+    and ``/metrics``."""
+
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name, "version": settings.version}
 
-    @app.get(
-        "/ready",
-        tags=["ops"],
-        response_model=ReadyBody,
-        responses={503: {"model": ReadyBody, "description": "A dependency is down: its check says which"}},
-    )
+    @app.get("/ready", tags=["ops"], response_model=ReadyBody, responses=READY_RESPONSES)
     async def ready(request: Request) -> JSONResponse:
-        checks: dict[str, str] = {}
         state = request.app.state
         probes: dict[str, Callable[[], Awaitable[Any]]] = {}
         if state.db is not None:
@@ -312,24 +256,14 @@ def create_app(
             probes["redis"] = state.redis.ping
         for name, client in state.clients.items():
             probes[name] = client.health
-        for name, check in extra_checks.items():
+        for name, check in ready_checks.items():
             probes[name] = lambda check=check: check(request.app)
-        for name, probe in probes.items():
-            try:
-                await probe()
-                checks[name] = "ok"
-            except Exception as exc:  # a readiness probe reports, it never raises
-                checks[name] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+        body, status = await check_all(probes)
+        return JSONResponse(body, status_code=status)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(metrics_payload(), media_type=METRICS_CONTENT_TYPE)
-
-    for router in routers:
-        app.include_router(router)
-    return app
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from common.observability import (
     metrics_payload,
     record_request,
 )
+from common.readiness import check_all_sync
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,15 @@ def create_flask_app(
     )
     app.extensions["settings"] = settings
     app.extensions["redis"] = redis.Redis.from_url(settings.redis_url, decode_responses=True, **redis_timeouts())
-    extra_checks = dict(ready_checks or {})
+    install_request_context(app, settings)
+    install_cors(app, settings.cors_origin_list)
+    install_error_handlers(app, settings)
+    install_ops_routes(app, settings, upstreams, dict(ready_checks or {}))
+    return app
+
+
+def install_request_context(app: Flask, settings: Settings) -> None:
+    """Request id accepted or made (and returned), the access-log line and the metrics."""
 
     @app.before_request
     def _start() -> None:
@@ -65,8 +74,6 @@ def create_flask_app(
         g.request_id = accept_or_make_request_id(request.headers.get(REQUEST_ID_HEADER))
         request_id_var.set(g.request_id)
         user_id_var.set("-")
-
-    install_cors(app, settings.cors_origin_list)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -83,68 +90,69 @@ def create_flask_app(
         )
         return response
 
-    def _error_response(status: int, detail: Any, code: str | None = None, headers: dict[str, str] | None = None):
-        body = error_body(status, detail, g.get("request_id", request_id_var.get()), code)
-        if wants_json():
-            resp = jsonify(body)
-        else:
-            resp = Response(
-                f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{_escape(str(detail))}</p>"
-                f"<p><small>request id {body['request_id']}</small></p>",
-                mimetype="text/html",
-            )
-        resp.status_code = status
-        for k, v in (headers or {}).items():
-            resp.headers[k] = v
-        return resp
 
+def error_response(
+    status: int, detail: Any, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """The error body of docs/api.md §4 for JSON clients, a small HTML page for pages."""
+    body = error_body(status, detail, g.get("request_id", request_id_var.get()), code)
+    if wants_json():
+        resp = jsonify(body)
+    else:
+        resp = Response(
+            f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{_escape(str(detail))}</p>"
+            f"<p><small>request id {body['request_id']}</small></p>",
+            mimetype="text/html",
+        )
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def install_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(AppError)
-    def _app_error(exc: AppError):
-        return _error_response(exc.status_code, exc.detail, exc.code, exc.headers)
+    def _app_error(exc: AppError) -> Response:
+        return error_response(exc.status_code, exc.detail, exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
+    def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         # Keep what the exception adds besides its body, e.g. a 405's Allow (RFC 9110).
         extra = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        return _error_response(status, exc.description or exc.name, headers=extra)
+        return error_response(status, exc.description or exc.name, headers=extra)
 
     @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError):
+    def _redis_down(exc: redis.RedisError) -> Response:
         detail = f"Redis is unreachable at {redact_url(settings.redis_url)}; start Redis or set REDIS_URL"
-        return _error_response(503, detail)
+        return error_response(503, detail)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
+    def _unexpected(exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_response(500, "Internal server error")
+        return error_response(500, "Internal server error")
 
+
+def install_ops_routes(
+    app: Flask, settings: Settings, upstreams: tuple[str, ...], ready_checks: dict[str, Callable[[], None]]
+) -> None:
     @app.get("/health")
-    def health():
+    def health() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name, "version": settings.version}
 
     @app.get("/ready")
-    def ready():
-        checks: dict[str, str] = {}
+    def ready() -> tuple[Response, int]:
         probes: dict[str, Callable[[], Any]] = {"redis": app.extensions["redis"].ping}
         for name in upstreams:
             url = getattr(settings, f"{name}_url")
             probes[name] = lambda url=url: httpx.get(f"{url}/health", timeout=2.0).raise_for_status()
-        probes.update(extra_checks)
-        for name, probe in probes.items():
-            try:
-                probe()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
-        ok = all(v == "ok" for v in checks.values())
-        return jsonify({"status": "ok" if ok else "degraded", "checks": checks}), 200 if ok else 503
+        probes.update(ready_checks)
+        body, status = check_all_sync(probes)
+        return jsonify(body), status
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> Response:
         return Response(metrics_payload(), mimetype=METRICS_CONTENT_TYPE)
-
-    return app
 
 
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
