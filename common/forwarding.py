@@ -59,6 +59,20 @@ class _BodyState:
     client_left: bool = False
 
 
+@dataclass
+class _Exchange:
+    """One forwarded request: where it goes, what it carries, how long silence may last."""
+
+    service: str
+    base_url: str
+    url: URL
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes] | None
+    body_state: _BodyState
+    timeout: aiohttp.ClientTimeout
+    request_id: str
+
+
 class AsgiForwarder:
     """An ASGI app that forwards every request it gets to the owning service, streaming both ways.
 
@@ -101,93 +115,110 @@ class AsgiForwarder:
             self._session = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        route = route_for(path, self.routes)
+        route = route_for(scope["path"], self.routes)
         service = route.service if route is not None else None
-        state = scope.setdefault("state", {})
-        request_id = state.get("request_id") or request_id_var.get()
-        if service is None or service not in self.config.upstreams:
+        request_id = scope.setdefault("state", {}).get("request_id") or request_id_var.get()
+        if route is None or service not in self.config.upstreams:
             await _send_error(send, request_id, upstream_unreachable(service or "upstream", "(not configured)"))
             return
-        base_url = self.config.upstreams[service]
         if self._session is None:
             await self.open()
-        assert self._session is not None
+        exchange = self._exchange_for(scope, receive, route, request_id)
+        response = await self._send_upstream(exchange, scope["method"], send)
+        if response is not None:
+            async with response:
+                await self._relay(response, exchange, scope["method"], send, receive)
 
+    def _exchange_for(self, scope: Scope, receive: Receive, route: ForwardRoute, request_id: str) -> _Exchange:
+        """The upstream request for this client request (its body is read as it is sent)."""
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         client = scope.get("client")
         headers = forward_request_headers(
             raw_headers, client_host=client[0] if client else None, request_id=request_id, scheme=scope["scheme"]
         )
-        names = {name.lower() for name, _ in raw_headers}
-        has_body = "transfer-encoding" in names or any(
-            name.lower() == "content-length" and value.strip() not in ("", "0") for name, value in raw_headers
+        has_body = any(
+            name.lower() == "transfer-encoding" or (name.lower() == "content-length" and value.strip() not in ("", "0"))
+            for name, value in raw_headers
         )
         body_state = _BodyState()
-        body = self._request_body(receive, body_state) if has_body else None
-        long_running = route is not None and route.long_running
-        timeout = self._long_timeout if long_running else self._timeout
-        read_seconds = timeout.sock_read or self.config.timeout_seconds
+        timeout = self._long_timeout if route.long_running else self._timeout
+        base_url = self.config.upstreams[route.service]
+        raw_path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
-        url = URL(upstream_url(base_url, scope.get("raw_path", path.encode()).decode("latin-1"), query), encoded=True)
+        return _Exchange(
+            service=route.service,
+            base_url=base_url,
+            url=URL(upstream_url(base_url, raw_path, query), encoded=True),
+            headers=headers,
+            body=self._request_body(receive, body_state) if has_body else None,
+            body_state=body_state,
+            timeout=timeout,
+            request_id=request_id,
+        )
 
+    async def _send_upstream(self, exchange: _Exchange, method: str, send: Send) -> aiohttp.ClientResponse | None:
+        """The upstream's response, or None once the client has been told why there is none."""
+        assert self._session is not None
+        service, request_id = exchange.service, exchange.request_id
         try:
-            response = await self._session.request(
-                scope["method"], url, headers=CIMultiDict(headers), data=body, allow_redirects=False, timeout=timeout
+            return await self._session.request(
+                method,
+                exchange.url,
+                headers=CIMultiDict(exchange.headers),
+                data=exchange.body,
+                allow_redirects=False,
+                timeout=exchange.timeout,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            await _send_error(send, request_id, upstream_timed_out(service, base_url, read_seconds))
-            return
+            read_seconds = exchange.timeout.sock_read or self.config.timeout_seconds
+            error: AppError | None = upstream_timed_out(service, exchange.base_url, read_seconds)
         except aiohttp.ClientConnectorError:
-            await _send_error(send, request_id, upstream_unreachable(service, base_url))
-            return
+            error = upstream_unreachable(service, exchange.base_url)
         except Exception as exc:  # a broken upstream or client body must not become a 500
-            if body_state.client_left:
-                logger.info("client left mid-upload; the request to %s was abandoned", service)
-                return
-            if body_state.too_large:
-                limit = self.config.max_body_bytes
-                await _send_error(send, request_id, PayloadTooLarge(f"Request body exceeds {limit} bytes"))
-                return
-            if not isinstance(exc, aiohttp.ClientError):
-                logger.exception("forwarding to %s failed", service)
-            logger.warning("forwarding to %s failed: %s", service, type(exc).__name__)
-            await _send_error(send, request_id, upstream_failed(service, type(exc).__name__))
-            return
+            error = self._failure(exchange, exc)
+        if error is not None:
+            await _send_error(send, request_id, error)
+        return None
 
-        async with response:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [
-                        (k.lower().encode("latin-1"), v.encode("latin-1"))
-                        for k, v in forward_response_headers(
-                            (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
-                        )
-                    ],
-                }
-            )
-            if scope["method"] != "HEAD":
-                try:
-                    # Most answers arrive whole in the first read: no watcher needed for those.
-                    chunk = await response.content.readany()
-                    if chunk:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    if not response.content.at_eof():
-                        # The request body is read (or there was none): from now on receive()
-                        # only tells whether the client went away.
-                        if body is None or body_state.done:
-                            if not await _stream_until_client_leaves(response, send, receive):
-                                logger.info("client left a streamed answer of %s; upstream closed", service)
-                                return
-                        else:
-                            await _pump(response, send)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    # Headers are gone already: the only honest signal left is a broken connection.
-                    logger.warning("%s broke off its answer mid-way: %s", service, type(exc).__name__)
-                    raise
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    def _failure(self, exchange: _Exchange, exc: Exception) -> AppError | None:
+        if exchange.body_state.client_left:
+            logger.info("client left mid-upload; the request to %s was abandoned", exchange.service)
+            return None  # nobody to answer
+        if exchange.body_state.too_large:
+            return PayloadTooLarge(f"Request body exceeds {self.config.max_body_bytes} bytes")
+        if not isinstance(exc, aiohttp.ClientError):
+            logger.exception("forwarding to %s failed", exchange.service)
+        logger.warning("forwarding to %s failed: %s", exchange.service, type(exc).__name__)
+        return upstream_failed(exchange.service, type(exc).__name__)
+
+    async def _relay(
+        self, response: aiohttp.ClientResponse, exchange: _Exchange, method: str, send: Send, receive: Receive
+    ) -> None:
+        """Pass the upstream's answer on as it arrives; drop the upstream if the client leaves."""
+        upstream_headers = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers)
+        headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in forward_response_headers(upstream_headers)
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if method != "HEAD":
+            try:
+                # Most answers arrive whole in the first read: no watcher needed for those.
+                chunk = await response.content.readany()
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if not response.content.at_eof():
+                    # With the request body read (or none), receive() only tells whether the client left.
+                    if exchange.body is None or exchange.body_state.done:
+                        if not await _stream_until_client_leaves(response, send, receive):
+                            logger.info("client left a streamed answer of %s; upstream closed", exchange.service)
+                            return
+                    else:
+                        await _pump(response, send)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are gone already: the only honest signal left is a broken connection.
+                logger.warning("%s broke off its answer mid-way: %s", exchange.service, type(exc).__name__)
+                raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _request_body(self, receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
         """The client's body as it arrives (backpressure comes from the app server's receive)."""
