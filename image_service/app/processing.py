@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, ImageSequence, JpegImagePlugin, UnidentifiedImageError
 
@@ -92,43 +92,51 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _skip_sub_blocks(stream: BinaryIO) -> bool:
+    """Skip a GIF data-sub-block chain; False when the file ends first."""
+    while True:
+        size = stream.read(1)
+        if not size:
+            return False
+        if size[0] == 0:
+            return True
+        stream.seek(size[0], 1)
+
+
+def _skip_colour_table(stream: BinaryIO, packed: int) -> None:
+    if packed & 0x80:
+        stream.seek(3 * 2 ** ((packed & 0x07) + 1), 1)
+
+
+def _next_gif_block(stream: BinaryIO) -> tuple[int, bool]:
+    """Move past the next block: (frames in it, 0 or 1; whether the walk can go on). The walk
+    ends at the trailer, a truncation, or bytes that are not GIF blocks."""
+    introducer = stream.read(1)
+    if introducer == b"\x21":  # extension: a label, then sub-blocks
+        return 0, bool(stream.read(1)) and _skip_sub_blocks(stream)
+    if introducer == b"\x2c":  # image descriptor, its colour table, LZW code size, data
+        descriptor = stream.read(9)
+        if len(descriptor) < 9:
+            return 0, False
+        _skip_colour_table(stream, descriptor[8])
+        return 1, bool(stream.read(1)) and _skip_sub_blocks(stream)
+    return 0, False
+
+
 def count_gif_frames(source: Path, stop_after: int) -> int:
     """The image descriptors of a GIF, counted by walking its blocks without decoding any pixel
     (Pillow's ``n_frames`` decodes every frame to count them); stops once past ``stop_after``.
     A truncated or malformed file ends the count where it breaks: Pillow judges it afterwards."""
     frames = 0
     with source.open("rb") as stream:
-
-        def skip_sub_blocks() -> bool:
-            while True:
-                size = stream.read(1)
-                if not size:
-                    return False
-                if size[0] == 0:
-                    return True
-                stream.seek(size[0], 1)
-
         header = stream.read(13)
         if len(header) < 13 or not header.startswith(b"GIF"):
             return 0
-        if header[10] & 0x80:
-            stream.seek(3 * 2 ** ((header[10] & 0x07) + 1), 1)
-        while frames <= stop_after:
-            introducer = stream.read(1)
-            if introducer == b"\x21":  # extension: a label, then sub-blocks
-                if not stream.read(1) or not skip_sub_blocks():
-                    break
-            elif introducer == b"\x2c":  # image descriptor
-                descriptor = stream.read(9)
-                if len(descriptor) < 9:
-                    break
-                frames += 1
-                if descriptor[8] & 0x80:
-                    stream.seek(3 * 2 ** ((descriptor[8] & 0x07) + 1), 1)
-                if not stream.read(1) or not skip_sub_blocks():  # LZW code size, then the data
-                    break
-            else:  # the trailer, or bytes that are not GIF blocks
-                break
+        _skip_colour_table(stream, header[10])
+        going = True
+        while going and frames <= stop_after:
+            found, going = _next_gif_block(stream)
+            frames += found
     return frames
 
 
