@@ -4,6 +4,7 @@ the change counter). Every query of user data names its owner."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,8 +301,20 @@ async def _sqlite_trigram_page(
     if number is None:  # this user never had a record
         await release(session)
         return {"data": [], "total_count": 0}
+    matches = _trigram_matcher(filters, cjk_terms, plain_short, number)
+    total, docids = await _title_hits_first(session, matches, _fts_phrases(long_terms), offset, limit)
+    data = await _live_records_by_rowid(session, filters.owner_id, [d & _DOCID_MASK for d in docids])
+    await release(session)
+    return {"data": data, "total_count": total}
+
+
+MatchQuery = Callable[..., Select[Any]]
+
+
+def _trigram_matcher(filters: ListFilters, cjk_terms: list[str], plain_short: list[str], number: int) -> MatchQuery:
+    """``matches(fts_query, *columns)``: a select of ``columns`` over this owner's FTS5 matches of
+    ``fts_query``, narrowed by CJK characters, short terms and the list filters."""
     docid = literal_column(f"{SQLITE_SEARCH_TABLE}.rowid")
-    terms = _fts_phrases(long_terms)
     in_range = [docid.between(number * SEARCH_DOCID_SPAN, number * SEARCH_DOCID_SPAN + _DOCID_MASK)]
     if cjk_terms:
         # On the document id, so FTS5's rows are sifted before any is joined to ``records``.
@@ -320,6 +333,14 @@ async def _sqlite_trigram_page(
         )
         return select(*columns).select_from(joined).where(*matched, *where)
 
+    return matches
+
+
+async def _title_hits_first(
+    session: AsyncSession, matches: MatchQuery, terms: str, offset: int, limit: int
+) -> tuple[int, list[int]]:
+    """(total matches, the page's document ids): title hits first, then the others, each newest first."""
+    docid = literal_column(f"{SQLITE_SEARCH_TABLE}.rowid")
     title_hits = f"{{title}} : ({terms})"
     others = f"({terms}) NOT {title_hits}"
     total = int((await session.execute(matches(terms, func.count()))).scalar_one())
@@ -336,23 +357,23 @@ async def _sqlite_trigram_page(
         start = max(offset, in_title) - in_title
         page = matches(others, docid).order_by(docid.desc()).offset(start).limit(limit - len(docids))
         docids += (await session.execute(page)).scalars()
+    return total, docids
 
-    rowids = [d & _DOCID_MASK for d in docids]
+
+async def _live_records_by_rowid(session: AsyncSession, owner_id: str, rowids: list[int]) -> list[RecordRead]:
+    """The owner's live records with these rowids, in the order given (owner checked again)."""
     if not rowids:
-        await release(session)
-        return {"data": [], "total_count": total}
+        return []
     found = await session.execute(
         select(Record, literal_column("records.rowid")).where(
             literal_column("records.rowid").in_(rowids),
             # Unindexed (+): by the owner index SQLite would walk all of the owner's records.
-            literal_column("+records.owner_id") == filters.owner_id,
+            literal_column("+records.owner_id") == owner_id,
             Record.deleted_at.is_(None),
         )
     )
     by_rowid = {rowid: record for record, rowid in found}
-    data = [RecordRead.model_validate(by_rowid[r]) for r in rowids if r in by_rowid]
-    await release(session)
-    return {"data": data, "total_count": total}
+    return [RecordRead.model_validate(by_rowid[r]) for r in rowids if r in by_rowid]
 
 
 def _sqlite_short_term_search(
