@@ -15,10 +15,11 @@ from common.models.image import (
     GenerationResult,
     GenerationTask,
 )
+from common.pagination import Page, page_of
 from image_service.app import crud
 from image_service.app.config import ImageSettings
 from image_service.app.provider import require_provider
-from image_service.app.schemas import GenerationCreate, GenerationPage, GenerationRead, GenerationResultRead
+from image_service.app.schemas import GenerationCreate, GenerationRead, GenerationResultRead
 
 OPEN_TASKS_RETRY_AFTER_SECONDS = 10
 
@@ -57,16 +58,10 @@ async def read_task(session: AsyncSession, owner_id: str, task_id: str) -> Gener
     return GenerationRead.of(task, results[task.id])
 
 
-async def task_page(session: AsyncSession, owner_id: str, offset: int, limit: int) -> GenerationPage:
+async def task_page(session: AsyncSession, owner_id: str, offset: int, limit: int) -> Page[GenerationRead]:
     tasks, total = await crud.list_tasks(session, owner_id, offset, limit)
     results = await crud.results_of(session, [t.id for t in tasks])
-    return GenerationPage(
-        data=[GenerationRead.of(t, results[t.id]) for t in tasks],
-        total_count=total,
-        has_more=offset + len(tasks) < total,
-        offset=offset,
-        limit=limit,
-    )
+    return page_of([GenerationRead.of(t, results[t.id]) for t in tasks], total, offset, limit)
 
 
 async def cancel(session: AsyncSession, owner_id: str, task_id: str) -> GenerationRead:

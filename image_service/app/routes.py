@@ -9,16 +9,14 @@ from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from common.deps import CurrentUser, SessionDep
-from common.pagination import DEFAULT_LIMIT, Limit, Offset
+from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
 from image_service.app import crud, generations, images
 from image_service.app.config import ImageSettings
 from image_service.app.deps import ImagesDep, ImageSettingsDep, OptionalUser, StorageDep, WorkersDep
 from image_service.app.schemas import (
     GenerationCreate,
-    GenerationPage,
     GenerationRead,
     GenerationResultRead,
-    ImagePage,
     ImageRead,
     RatingUpdate,
     error_responses,
@@ -76,21 +74,15 @@ async def upload_image(
     return ImageRead.of(image)
 
 
-@router.get("/images", response_model=ImagePage, summary="The caller's images, newest first")
+@router.get("/images", response_model=Page[ImageRead], summary="The caller's images, newest first")
 async def list_images(
     caller: CurrentUser,
     session: SessionDep,
     offset: Offset = 0,  # capped: ?offset=2**63 was a 500 (SQLite integer overflow)
     limit: Limit = DEFAULT_LIMIT,
-) -> ImagePage:
+) -> Page[ImageRead]:
     rows, total = await crud.list_images(session, caller.id, offset, limit)
-    return ImagePage(
-        data=[ImageRead.of(i) for i in rows],
-        total_count=total,
-        has_more=offset + len(rows) < total,
-        offset=offset,
-        limit=limit,
-    )
+    return page_of([ImageRead.of(i) for i in rows], total, offset, limit)
 
 
 @router.get(
@@ -208,13 +200,13 @@ async def create_generation(
     return task
 
 
-@router.get("/generations", response_model=GenerationPage, tags=["generations"])
+@router.get("/generations", response_model=Page[GenerationRead], tags=["generations"])
 async def list_generations(
     caller: CurrentUser,
     session: SessionDep,
     offset: Offset = 0,  # capped: ?offset=2**63 was a 500 (SQLite integer overflow)
     limit: Limit = DEFAULT_LIMIT,
-) -> GenerationPage:
+) -> Page[GenerationRead]:
     return await generations.task_page(session, caller.id, offset, limit)
 
 

@@ -43,14 +43,6 @@ class ImageRead(BaseModel):
         )
 
 
-class ImagePage(BaseModel):
-    data: list[ImageRead]
-    total_count: int
-    has_more: bool
-    offset: int
-    limit: int
-
-
 class GenerationCreate(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
     n: int = Field(default=1, ge=1, le=4)
@@ -99,14 +91,6 @@ class GenerationRead(BaseModel):
             created_at=task.created_at,
             updated_at=task.updated_at,
         )
-
-
-class GenerationPage(BaseModel):
-    data: list[GenerationRead]
-    total_count: int
-    has_more: bool
-    offset: int
-    limit: int
 
 
 class RatingUpdate(BaseModel):

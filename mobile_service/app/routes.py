@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from common.deps import CurrentUser, SessionDep
 from common.errors import BadRequest, PayloadTooLarge
+from common.pagination import Page, page_of
 from mobile_service.app import ai_actions, crud, records, sync
 from mobile_service.app.config import MobileSettings
 from mobile_service.app.schemas import (
@@ -17,7 +18,6 @@ from mobile_service.app.schemas import (
     AiTask,
     PublicRecord,
     RecordCreate,
-    RecordPage,
     RecordRead,
     RecordUpdate,
     SyncChanges,
@@ -70,7 +70,7 @@ async def create_record(data: RecordCreate, user: CurrentUser, session: SessionD
     return record
 
 
-@records_router.get("", response_model=RecordPage)
+@records_router.get("", response_model=Page[RecordRead])
 async def list_records(
     user: CurrentUser,
     session: SessionDep,
@@ -80,14 +80,13 @@ async def list_records(
     q: Annotated[str | None, Query(max_length=200, description="Full-text search over title and content")] = None,
     pinned: bool | None = None,
     sort: Annotated[str, Query(pattern=SORT_PATTERN, description="Ignored by q (results are ranked)")] = "-updated_at",
-) -> RecordPage:
+) -> Page[RecordRead]:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
     if q and q.strip():
         page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
     else:
         page = await crud.list_page(session, filters, offset=offset, limit=limit, sort=sort)
-    total = page["total_count"]
-    return RecordPage(data=page["data"], total_count=total, has_more=offset + limit < total, offset=offset, limit=limit)
+    return page_of(page["data"], page["total_count"], offset, limit)
 
 
 @records_router.get("/{record_id}", response_model=RecordRead, responses=ONE_RECORD)

@@ -114,14 +114,6 @@ class RecordRead(BaseModel):
     deleted_at: datetime | None
 
 
-class RecordPage(BaseModel):
-    data: list[RecordRead]
-    total_count: int
-    has_more: bool
-    offset: int
-    limit: int
-
-
 class PublicRecord(BaseModel):
     """What anyone may see of a published record: no owner, no id, no sync state."""
 
