@@ -11,16 +11,19 @@ stop there). ``limit`` is 1-100 (docs/api.md §6); above is a 422, never silentl
         rows, total = ...
         return page_of(rows, total, offset, limit)
 
-The page is fastcrud's shape: ``{data, total_count, has_more, offset, limit}``.
+The page is fastcrud's shape: ``{data, total_count, has_more, offset, limit}``. A hand-written
+query is paged by ``paginate`` (its count and its page); fastcrud's ``get_multi`` pages its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 MAX_OFFSET = 1_000_000_000
 MAX_LIMIT = 100
@@ -46,3 +49,11 @@ def page_of(rows: Sequence[T], total: int, offset: int, limit: int) -> Page[T]:
     """Wrap ``rows`` (already the page) in the page shape; more follow when the rows seen so far
     (``offset + len(rows)``) are fewer than ``total``."""
     return Page(data=list(rows), total_count=total, has_more=offset + len(rows) < total, offset=offset, limit=limit)
+
+
+async def paginate(session: AsyncSession, stmt: Select[Any], offset: int, limit: int) -> tuple[list[Any], int]:
+    """(this page's rows, the total) of an ordered ``select``: one count over the same filters,
+    then the page itself."""
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    rows = await session.execute(stmt.offset(offset).limit(limit))
+    return list(rows.scalars()), int(total or 0)

@@ -21,6 +21,7 @@ from common.models.image import (
     Image,
 )
 from common.models.record import VISIBILITY_PUBLIC, Record
+from common.pagination import paginate
 
 # Ids are server-made UUIDs (or client UUIDs for records): anything else cannot exist.
 ID_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,36}$")
@@ -54,15 +55,8 @@ async def find_by_source_hash(session: AsyncSession, owner_id: str, source_sha25
 
 
 async def list_images(session: AsyncSession, owner_id: str, offset: int, limit: int) -> tuple[list[Image], int]:
-    total = await session.scalar(select(func.count()).select_from(Image).where(Image.owner_id == owner_id))
-    rows = await session.execute(
-        select(Image)
-        .where(Image.owner_id == owner_id)
-        .order_by(Image.created_at.desc(), Image.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows.scalars()), int(total or 0)
+    stmt = select(Image).where(Image.owner_id == owner_id).order_by(Image.created_at.desc(), Image.id)
+    return await paginate(session, stmt, offset, limit)
 
 
 # ---------------------------------------------------------------- records (read-only, shared table)
@@ -110,17 +104,12 @@ async def get_owned_task(session: AsyncSession, owner_id: str, task_id: str) -> 
 
 
 async def list_tasks(session: AsyncSession, owner_id: str, offset: int, limit: int) -> tuple[list[GenerationTask], int]:
-    total = await session.scalar(
-        select(func.count()).select_from(GenerationTask).where(GenerationTask.owner_id == owner_id)
-    )
-    rows = await session.execute(
+    stmt = (
         select(GenerationTask)
         .where(GenerationTask.owner_id == owner_id)
         .order_by(GenerationTask.created_at.desc(), GenerationTask.id)
-        .offset(offset)
-        .limit(limit)
     )
-    return list(rows.scalars()), int(total or 0)
+    return await paginate(session, stmt, offset, limit)
 
 
 async def count_unfinished_tasks(session: AsyncSession, owner_id: str) -> int:

@@ -44,6 +44,7 @@ from common.models.record import (
     cjk_phrase,
     rebuild_sqlite_search_index_sql,
 )
+from common.pagination import paginate
 from mobile_service.app.schemas import RecordRead
 
 crud_records: FastCRUD = FastCRUD(Record)
@@ -422,11 +423,10 @@ async def search_page(
                 session, filters, long_terms, cjk_terms, plain_short, offset=offset, limit=limit
             )
         stmt, order = _sqlite_short_term_search(filters, cjk_terms, plain_short)
-    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-    rows = (await session.execute(stmt.order_by(order, Record.updated_at.desc()).offset(offset).limit(limit))).scalars()
+    rows, total = await paginate(session, stmt.order_by(order, Record.updated_at.desc()), offset, limit)
     data = [RecordRead.model_validate(r) for r in rows]
     await release(session)
-    return {"data": data, "total_count": int(total)}
+    return {"data": data, "total_count": total}
 
 
 async def changes_since(session: AsyncSession, owner_id: str, after_seq: int, limit: int) -> list[Record]:
