@@ -7,10 +7,22 @@ its schema at import from an app built like the real one (no lifespan started) a
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import schemathesis
+from hypothesis import HealthCheck, settings
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+
+# Few examples, derandomized: the run is fast and repeatable (FUZZ_EXAMPLES=200 for a deeper one).
+fuzz_settings = settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 class ForwardingApp:

@@ -27,35 +27,21 @@ from PIL import Image
 
 from common.processes import service_healthy
 from conftest import Suite
+from tests.accounts import PASSWORD, register_and_login
 from tests.auth import bearer
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sse import sse_events
+from tests.waiting import wait_until
 from web_service.tests.web_user import WebUser
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
-PASSWORD = "correct horse battery"
 # Each write loop runs this long before and after a kill: bounded load, not a soak.
 LOAD_SECONDS = 1.5
-RECOVERY_SECONDS = 60.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = RECOVERY_SECONDS) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def sign_up(suite: Suite) -> dict[str, str]:
-    username = f"chaos_{uuid.uuid4().hex[:10]}"
-    users = suite.url("user_service")
-    created = httpx.post(f"{users}/api/v1/auth/register", json={"username": username, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    tokens = httpx.post(f"{users}/api/v1/auth/login", json={"username": username, "password": PASSWORD}).json()
-    return bearer(tokens["access_token"])
+    return bearer(register_and_login(suite.url("user_service"))["access_token"])
 
 
 def png_bytes(seed: int) -> bytes:

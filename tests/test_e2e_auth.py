@@ -7,60 +7,19 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
 from common.processes import port_is_free, process_group_members, service_healthy
 from conftest import Suite
+from tests.accounts import assert_logout_revokes_the_token_at_mobile_service
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 SERVICES = ["user_service", "mobile_service", "llm_service", "image_service", "web_service"]
-PASSWORD = "correct horse battery"
-# The other service that must accept user_service's token and see its revocation at once.
-OTHER_SERVICE, OTHER_PATH = "mobile_service", "/api/v1/records"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
-
-
-def register_and_login(user_url: str) -> dict[str, Any]:
-    username = f"e2e_{uuid.uuid4().hex[:10]}"
-    created = httpx.post(f"{user_url}/api/v1/auth/register", json={"username": username, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    login = httpx.post(f"{user_url}/api/v1/auth/login", json={"username": username, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    return login.json()
-
-
-def assert_logout_revokes_the_token_at_mobile_service(suite: Suite) -> None:
-    """Register and log in at user_service; the token works at mobile_service until logout."""
-    tokens = register_and_login(suite.url("user_service"))
-    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-    records = f"{suite.url(OTHER_SERVICE)}{OTHER_PATH}"
-
-    before = httpx.get(records, headers=bearer)
-    assert before.status_code == 200, before.text
-
-    logout = httpx.post(f"{suite.url('user_service')}/api/v1/auth/logout", headers=bearer)
-    assert logout.status_code == 204, logout.text
-
-    after = httpx.get(records, headers=bearer)
-    assert after.status_code == 401, after.text
-    body = after.json()
-    assert body["code"] == "invalid_token" and body["request_id"]
-    assert after.headers["www-authenticate"].lower().startswith("bearer")
 
 
 @pytest.fixture(scope="module")

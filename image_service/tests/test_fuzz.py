@@ -13,14 +13,12 @@ derandomized: the run is fast and repeatable.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.auths import set_on_case
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.python.asgi import get_client, shutdown_lifespans
@@ -31,10 +29,7 @@ from common.pagination import MAX_OFFSET
 from image_service.app.config import ImageSettings
 from image_service.main import build_app
 from image_service.tests.conftest import png_bytes
-from tests.fuzz_support import assert_error_shape, fuzz_schema
-
-EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-
+from tests.fuzz_support import assert_error_shape, fuzz_schema, fuzz_settings
 
 # Only its schema is read: development settings, whatever the environment says.
 schema, served, FixtureToken = fuzz_schema(
@@ -87,12 +82,7 @@ def own_objects(image_app: None, bearer: str) -> dict[str, str]:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@fuzz_settings
 def test_every_operation_keeps_the_error_contract_and_its_schema(
     case: schemathesis.Case, own_objects: dict[str, str]
 ) -> None:

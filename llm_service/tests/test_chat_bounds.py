@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from llm_service.tests.test_chat_messages import new_session, send
+from llm_service.tests.chat_api import new_session, send
 
 
 def test_history_is_paginated_newest_page_first(

@@ -11,7 +11,6 @@ points at the real one (``tests/fuzz_support.py``). Examples are few and derando
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.auths import set_on_case
 from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 from schemathesis.python.asgi import get_client, shutdown_lifespans
@@ -28,9 +26,7 @@ from common.config import load_settings
 from common.processes import free_port
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app
-from tests.fuzz_support import assert_error_shape, fuzz_schema
-
-EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+from tests.fuzz_support import assert_error_shape, fuzz_schema, fuzz_settings
 
 # Only its schema is read: development settings, whatever the environment says.
 schema, served, FixtureToken = fuzz_schema(
@@ -101,12 +97,7 @@ def own_record(mobile_app: None, bearer: str) -> dict[str, Any]:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@fuzz_settings
 def test_every_operation_keeps_the_error_contract_and_its_schema(
     case: schemathesis.Case, mobile_app: None, own_record: dict[str, Any]
 ) -> None:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from mobile_service.main import build_app
 from mobile_service.tests.conftest import RunningProcess
+from mobile_service.tests.records_api import assert_error, create
 
 Headers = Callable[[str], dict[str, str]]
 
@@ -24,19 +25,6 @@ def alice(auth_headers: Headers) -> dict[str, str]:
 @pytest.fixture
 def bob(auth_headers: Headers) -> dict[str, str]:
     return auth_headers(str(uuid.uuid4()))
-
-
-def create(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = client.post("/api/v1/records", json=fields, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["code"] == code and body["request_id"] and "detail" in body
-    return body
 
 
 def test_create_normalises_tags_and_reads_back(mobile_client: TestClient, alice: dict[str, str]) -> None:

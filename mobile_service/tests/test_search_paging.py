@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from mobile_service.tests.test_records import create
+from mobile_service.tests.records_api import create
 
 
 def pages(client: TestClient, headers: dict[str, str], size: int, **params: Any) -> tuple[list[str], list[int]]:

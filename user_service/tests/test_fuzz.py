@@ -13,16 +13,14 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from schemathesis.python.asgi import shutdown_lifespans
 
 from common.config import load_settings
-from tests.fuzz_support import assert_error_shape
+from tests.fuzz_support import assert_error_shape, fuzz_settings
 from user_service.app.config import UserSettings
 from user_service.main import build_app
 from user_service.tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
-
-EXAMPLES_PER_OPERATION = 20
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +59,7 @@ _acceptance.expected_statuses = [*_acceptance.expected_statuses, "400"]
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@settings(fuzz_settings, max_examples=20)
 def test_no_operation_answers_500_or_breaks_the_error_shape(
     case: schemathesis.Case, fuzz_app: Any, bearer: dict[str, str]
 ) -> None:

@@ -9,7 +9,6 @@ request_id}`` and answers conform to the schema. Examples are few and derandomiz
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,17 +16,15 @@ from typing import Any
 import pytest
 import schemathesis
 from flask import Flask
-from hypothesis import HealthCheck, settings
 from schemathesis.auths import set_on_case
 from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
 from common.config import load_settings
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app as build_mobile_app
-from tests.fuzz_support import ForwardingWsgiApp, assert_error_shape
+from tests.fuzz_support import ForwardingWsgiApp, assert_error_shape, fuzz_settings
 from web_service.tests.conftest import new_account, sign_in
 
-EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 BOOT = re.compile(r'<script type="application/json" id="boot">(.*?)</script>', re.S)
 
 # The browser's API is mobile_service's (forwarded as it is): its records, sync and public routes.
@@ -134,12 +131,7 @@ def own_record(web: Flask, browser: tuple[str, str]) -> dict[str, Any]:
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@fuzz_settings
 def test_the_session_api_keeps_the_error_contract_and_the_schema(
     case: schemathesis.Case, web: Flask, own_record: dict[str, Any]
 ) -> None:
