@@ -54,6 +54,17 @@ _INLINE_SLOW_SQL_MAX = 2048
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
 
 
+@asynccontextmanager
+async def write_scope(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """The one transaction pattern of every write: the body commits what it keeps; every exit
+    (a return, a refusal, an error) then rolls back whatever is left open, so no path holds a
+    lock or a connection past the request. Return values must be read before the block ends."""
+    try:
+        yield session
+    finally:
+        await session.rollback()
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())
 

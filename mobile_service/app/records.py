@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.database import Database
+from common.database import Database, write_scope
 from common.errors import Conflict, NotFound
 from common.models.record import VISIBILITY_PRIVATE, VISIBILITY_PUBLIC, Record
 from mobile_service.app import crud
@@ -43,10 +45,28 @@ def _conflict_from(current: RecordRead, detail: str) -> Conflict:
     return Conflict(detail, extra={"record": current.model_dump(mode="json")})
 
 
-async def _rollback_and_raise(session: AsyncSession, record: Record, expected_version: int) -> None:
-    error = _conflict_from(read(record), f"Stale version {expected_version}; the record is at version {record.version}")
-    await session.rollback()
-    raise error
+def _check_version(record: Record, expected_version: int | None) -> None:
+    """409 with the current copy when the change is based on another version."""
+    if expected_version is not None and expected_version != record.version:
+        raise _conflict_from(
+            read(record), f"Stale version {expected_version}; the record is at version {record.version}"
+        )
+
+
+@asynccontextmanager
+async def owned_write(
+    session: AsyncSession, owner_id: str, record_id: str, *, tombstones: bool = False
+) -> AsyncIterator[tuple[Record, int]]:
+    """The preamble of every change to one record, in ``write_scope``: the owner's next change
+    number (which also serialises the owner's writes), then the owned record, else 404 (a
+    tombstone too, unless ``tombstones``). Yields (record, change number)."""
+    record_id = parse_record_id(record_id)
+    async with write_scope(session):
+        seq = await crud.next_change_seq(session, owner_id)
+        record = await crud.get_owned(session, owner_id, record_id)
+        if record is None or (record.deleted_at is not None and not tombstones):
+            raise NotFound(NOT_FOUND)
+        yield record, seq
 
 
 def _now() -> datetime:
@@ -91,21 +111,35 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
     record (idempotent); the same id with other fields, or a deleted one, is 409; an id that
     belongs to another user is 404, like a record that does not exist."""
     record_id = str(data.id) if data.id else str(uuid.uuid4())
-    seq = await crud.next_change_seq(session, owner_id)
-    existing = await crud.get_owned(session, owner_id, record_id)
-    if existing is not None:
-        snapshot, same = read(existing), _same_as_create(existing, data)
-        await session.rollback()
-        if same:
-            return snapshot
-        raise _conflict_from(snapshot, "A record with this id already exists with other content")
-    if await crud.id_taken(session, record_id):
-        # Another user's record (docs/api.md §4): answered like any record that does not exist, so
-        # nothing about it is revealed; the client makes a new UUID.
-        await session.rollback()
-        raise NotFound(NOT_FOUND)
+    async with write_scope(session):
+        seq = await crud.next_change_seq(session, owner_id)
+        existing = await crud.get_owned(session, owner_id, record_id)
+        if existing is not None:
+            if _same_as_create(existing, data):
+                return read(existing)
+            raise _conflict_from(read(existing), "A record with this id already exists with other content")
+        if await crud.id_taken(session, record_id):
+            # Another user's record (docs/api.md §4): answered like any record that does not exist,
+            # so nothing about it is revealed; the client makes a new UUID.
+            raise NotFound(NOT_FOUND)
+        record = _new_record(record_id, owner_id, data, seq)
+        session.add(record)
+        try:
+            await session.flush()
+            await crud.replace_tags(session, record)
+            await crud.reindex_cjk(session, record.id, record.title, record.content)
+            await session.commit()
+        except IntegrityError as exc:  # another process created the same id first
+            await session.rollback()
+            if await crud.get_owned(session, owner_id, record_id) is None:
+                raise NotFound(NOT_FOUND) from exc  # someone else's: never revealed
+            raise Conflict("This record id was created at the same time by another request; retry it") from exc
+        return read(record)
+
+
+def _new_record(record_id: str, owner_id: str, data: RecordCreate, seq: int) -> Record:
     now = _now()
-    record = Record(
+    return Record(
         id=record_id,
         owner_id=owner_id,
         title=data.title,
@@ -119,20 +153,6 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
         created_at=now,
         updated_at=now,
     )
-    session.add(record)
-    try:
-        await session.flush()
-        await crud.replace_tags(session, record)
-        await crud.reindex_cjk(session, record.id, record.title, record.content)
-        await session.commit()
-    except IntegrityError as exc:  # another process created the same id first
-        await session.rollback()
-        if await crud.get_owned(session, owner_id, record_id) is None:
-            await session.rollback()
-            raise NotFound(NOT_FOUND) from exc  # someone else's: never revealed
-        await session.rollback()
-        raise Conflict("This record id was created at the same time by another request; retry it") from exc
-    return read(record)
 
 
 async def update_record(
@@ -140,28 +160,19 @@ async def update_record(
 ) -> RecordRead:
     """Partial update with optimistic concurrency: a stale ``expected_version`` is 409 with the
     current record. Without a version the change applies to the latest copy."""
-    record_id = parse_record_id(record_id)
-    seq = await crud.next_change_seq(session, owner_id)
-    record = await crud.get_owned(session, owner_id, record_id)
-    if record is None or record.deleted_at is not None:
-        await session.rollback()
-        raise NotFound(NOT_FOUND)
-    if expected_version is not None and expected_version != record.version:
-        await _rollback_and_raise(session, record, expected_version)
-    if not changes:
-        snapshot = read(record)
-        await session.rollback()
-        return snapshot
-    for name, value in changes.items():
-        setattr(record, name, value)
-    _bump(record, seq)
-    if "tags" in changes:
-        await crud.replace_tags(session, record)
-    if "title" in changes or "content" in changes:
-        await session.flush()
-        await crud.reindex_cjk(session, record.id, record.title, record.content)
-    await session.commit()
-    return read(record)
+    async with owned_write(session, owner_id, record_id) as (record, seq):
+        _check_version(record, expected_version)
+        if changes:
+            for name, value in changes.items():
+                setattr(record, name, value)
+            _bump(record, seq)
+            if "tags" in changes:
+                await crud.replace_tags(session, record)
+            if "title" in changes or "content" in changes:
+                await session.flush()
+                await crud.reindex_cjk(session, record.id, record.title, record.content)
+            await session.commit()
+        return read(record)
 
 
 async def delete_record(
@@ -169,52 +180,36 @@ async def delete_record(
 ) -> RecordRead:
     """Soft delete: the row stays as a tombstone (text blanked, unpublished) for sync.
     Deleting a tombstone again changes nothing."""
-    record_id = parse_record_id(record_id)
-    seq = await crud.next_change_seq(session, owner_id)
-    record = await crud.get_owned(session, owner_id, record_id)
-    if record is None:
-        await session.rollback()
-        raise NotFound(NOT_FOUND)
-    if record.deleted_at is not None:
-        snapshot = read(record)
-        await session.rollback()
-        return snapshot
-    if expected_version is not None and expected_version != record.version:
-        await _rollback_and_raise(session, record, expected_version)
-    record.deleted_at = _now()
-    record.title = ""
-    record.content = ""
-    record.summary = None
-    record.tags = []
-    record.attachments = []
-    record.visibility = VISIBILITY_PRIVATE
-    record.slug = None
-    _bump(record, seq)
-    await crud.replace_tags(session, record)
-    await crud.reindex_cjk(session, record.id, "", "")
-    await session.commit()
-    return read(record)
+    async with owned_write(session, owner_id, record_id, tombstones=True) as (record, seq):
+        if record.deleted_at is not None:
+            return read(record)
+        _check_version(record, expected_version)
+        record.deleted_at = _now()
+        record.title = ""
+        record.content = ""
+        record.summary = None
+        record.tags = []
+        record.attachments = []
+        record.visibility = VISIBILITY_PRIVATE
+        record.slug = None
+        _bump(record, seq)
+        await crud.replace_tags(session, record)
+        await crud.reindex_cjk(session, record.id, "", "")
+        await session.commit()
+        return read(record)
 
 
 async def set_published(
     session: AsyncSession, owner_id: str, record_id: str, published: bool, slug_bytes: int = 16
 ) -> RecordRead:
     """Publish with an unguessable slug (kept while published), or make private again."""
-    record_id = parse_record_id(record_id)
-    seq = await crud.next_change_seq(session, owner_id)
-    record = await crud.get_owned(session, owner_id, record_id)
-    if record is None or record.deleted_at is not None:
-        await session.rollback()
-        raise NotFound(NOT_FOUND)
-    if (record.visibility == VISIBILITY_PUBLIC) == published:
-        snapshot = read(record)
-        await session.rollback()
-        return snapshot
-    record.visibility = VISIBILITY_PUBLIC if published else VISIBILITY_PRIVATE
-    record.slug = secrets.token_urlsafe(slug_bytes) if published else None
-    _bump(record, seq)
-    await session.commit()
-    return read(record)
+    async with owned_write(session, owner_id, record_id) as (record, seq):
+        if (record.visibility == VISIBILITY_PUBLIC) != published:
+            record.visibility = VISIBILITY_PUBLIC if published else VISIBILITY_PRIVATE
+            record.slug = secrets.token_urlsafe(slug_bytes) if published else None
+            _bump(record, seq)
+            await session.commit()
+        return read(record)
 
 
 async def get_public(session: AsyncSession, slug: str) -> PublicRecord:
