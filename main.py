@@ -43,10 +43,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from common.cache import redact_url  # noqa: E402
 from common.config import ROOT_ENV, SERVICE_PORTS, Settings, ensure_root_env, load_settings  # noqa: E402
 from common.local_redis import LocalRedis, parse_probe, provide_redis  # noqa: E402
 from common.processes import free_port, kill_group, popen_child, port_is_free, service_healthy, stop_process  # noqa: E402
+from common.redaction import redact_url  # noqa: E402
 
 # The services `python main.py` starts, in start order.
 SERVICES: list[str] = ["user_service", "mobile_service", "llm_service", "image_service", "web_service"]

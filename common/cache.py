@@ -8,7 +8,6 @@ call works again. Nothing connects at import time.
 from __future__ import annotations
 
 import asyncio
-import re
 import weakref
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+from common.redaction import redact_url
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -135,15 +134,3 @@ def redis_unavailable_detail(url: str) -> str:
         f"Redis is unreachable at {redact_url(url)}; start Redis or set REDIS_URL "
         "(the launcher provides a local one when REDIS_URL is unset)"
     )
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a URL (``user:password@`` or a ``password=`` query value) before it is
-    logged, printed or returned."""
-    url = _QUERY_PASSWORD.sub(r"\1***", url)
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

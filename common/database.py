@@ -54,6 +54,14 @@ _INLINE_SLOW_SQL_MAX = 2048
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
 
 
+async def end_read(session: AsyncSession) -> None:
+    """End a read-only transaction now, giving the connection back before slow work or the
+    response: on SQLite each process has ONE connection, and a request that kept it would make
+    every other request queue behind it. A commit, not a rollback: loaded objects stay usable
+    (a rollback would expire them), and a read-only transaction has nothing to commit."""
+    await session.commit()
+
+
 @asynccontextmanager
 async def write_scope(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     """The one transaction pattern of every write: the body commits what it keeps; every exit

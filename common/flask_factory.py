@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from common.cache import redact_url, redis_timeouts
+from common.cache import redis_timeouts
 from common.config import Settings
 from common.errors import AppError, BadRequest, error_body
 from common.logging_setup import request_id_var, setup_logging, user_id_var
@@ -25,6 +25,7 @@ from common.observability import (
     record_request,
 )
 from common.readiness import check_all_sync
+from common.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 

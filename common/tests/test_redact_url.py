@@ -1,10 +1,10 @@
-"""common.cache.redact_url: a URL fit for logs and the console, whatever form its password takes."""
+"""common.redaction.redact_url: a URL fit for logs and the console, whatever form its password takes."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.cache import redact_url
+from common.redaction import redact_url
 
 
 @pytest.mark.parametrize(

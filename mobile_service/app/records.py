@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.database import Database, write_scope
+from common.database import Database, end_read, write_scope
 from common.errors import Conflict, NotFound
 from common.models.record import VISIBILITY_PRIVATE, VISIBILITY_PUBLIC, Record
 from mobile_service.app import crud
@@ -217,5 +217,5 @@ async def get_public(session: AsyncSession, slug: str) -> PublicRecord:
     if record is None:
         raise NotFound("No published record at this address")
     public = PublicRecord.model_validate(record)
-    await crud.release(session)
+    await end_read(session)
     return public

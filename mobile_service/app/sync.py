@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.database import end_read
 from common.errors import AppError, BadRequest
 from mobile_service.app import crud, records
 from mobile_service.app.schemas import (
@@ -81,7 +82,7 @@ async def changes(session: AsyncSession, secret: str, owner_id: str, cursor: str
         cursor=encode_cursor(secret, owner_id, last),
         has_more=has_more,
     )
-    await crud.release(session)
+    await end_read(session)
     return result
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import rate_limit
 from common.config import Settings
-from common.database import Database
+from common.database import Database, end_read
 from common.errors import BadRequest, Conflict, InvalidToken, NotAuthenticated, NotFound, RateLimited
 from common.models.user import ROLE_ADMIN, ROLE_USER, User
 from common.security import (
@@ -50,7 +50,7 @@ async def create_user(session: AsyncSession, data: UserCreate, role: str = ROLE_
     taken = await crud.username_or_email_taken(session, data.username, data.email)
     if taken:
         raise Conflict(f"That {taken} is already registered")
-    await crud.release_connection(session)
+    await end_read(session)
     password_hash = await hash_password_async(data.password)
     user = User(
         username=data.username,
@@ -89,7 +89,7 @@ async def authenticate(
     if attempt.count > settings.login_max_failures:
         raise RateLimited(attempt.retry_after, "Too many failed logins; try again later")
     user = await crud.get_user_by_username(session, username)
-    await crud.release_connection(session)
+    await end_read(session)
     ok, new_hash = await verify_password_async(password, user.password_hash if user else None)
     if user is None or not ok:
         raise NotAuthenticated(INVALID_CREDENTIALS)
@@ -190,7 +190,7 @@ async def update_me(session: AsyncSession, user: User, data: UserUpdateMe) -> Us
 async def change_password(
     session: AsyncSession, redis: aioredis.Redis, settings: Settings, user: User, old: str, new: str
 ) -> None:
-    await crud.release_connection(session)
+    await end_read(session)
     ok, _ = await verify_password_async(old, user.password_hash)
     if not ok:
         raise BadRequest("The old password is not correct")

@@ -16,12 +16,6 @@ from user_service.app.schemas import UserRead
 crud_users: FastCRUD = FastCRUD(User)
 
 
-async def release_connection(session: AsyncSession) -> None:
-    """End the read transaction so the connection goes back to the pool before slow work (password
-    hashing): on SQLite a process has one connection, and holding it would stall every request."""
-    await session.commit()
-
-
 def is_uuid(value: str) -> bool:
     """Whether an id can be a user id at all: anything else is never sent to the database
     (PostgreSQL refuses e.g. NUL characters that SQLite would accept)."""
