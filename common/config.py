@@ -172,6 +172,17 @@ def env_files(service: str | None, root: Path = REPO_ROOT) -> tuple[Path, ...]:
     return tuple(files)
 
 
+class ForwardingSettings(Settings):
+    """The forwarding proxy's keys, the same in both services that forward ``/api/v1``
+    (mobile_service, web_service). Read timeouts are the longest silence allowed from the
+    upstream: before its first byte, and between two chunks of a stream."""
+
+    forward_timeout_seconds: float = 30.0
+    # Model calls: /api/v1/chat/*, /api/v1/text/*, /api/v1/models, /api/v1/generations/*
+    forward_llm_timeout_seconds: float = MODEL_CALL_BUDGET_SECONDS
+    forward_connect_timeout_seconds: float = 2.0
+
+
 def load_settings(
     cls: type[S] = Settings,  # type: ignore[assignment]
     service: str | None = None,

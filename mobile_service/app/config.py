@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from common.config import MODEL_CALL_BUDGET_SECONDS, Settings
+from common.config import MODEL_CALL_BUDGET_SECONDS, ForwardingSettings
 
 
-class MobileSettings(Settings):
+class MobileSettings(ForwardingSettings):
     """Limits of the records API and of the forwarding proxy, each with a default."""
 
     # Records (the field limits are docs/api.md §6's contract and live in ``schemas``)
@@ -16,11 +16,6 @@ class MobileSettings(Settings):
     # AI actions: how long to wait for llm_service's text tasks (common.config explains the budget).
     ai_timeout_seconds: float = MODEL_CALL_BUDGET_SECONDS
 
-    # Forwarding proxy (common.forwarding). Read timeouts are the longest silence allowed from
-    # the upstream (before its first byte, and between two chunks of a stream).
-    forward_timeout_seconds: float = 30.0
-    # Model calls: /api/v1/chat/*, /api/v1/text/*, /api/v1/models, /api/v1/generations/*
-    forward_llm_timeout_seconds: float = MODEL_CALL_BUDGET_SECONDS
-    forward_connect_timeout_seconds: float = 2.0
+    # Forwarding proxy (common.forwarding; its timeouts come with ForwardingSettings).
     forward_max_connections: int = 200
     forward_max_body_bytes: int = 64 * 1024 * 1024

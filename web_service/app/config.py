@@ -2,10 +2,10 @@ import urllib.parse
 
 from pydantic import field_validator
 
-from common.config import MODEL_CALL_BUDGET_SECONDS, Settings
+from common.config import ForwardingSettings
 
 
-class WebSettings(Settings):
+class WebSettings(ForwardingSettings):
     """web_service keys on top of the shared ones."""
 
     # gunicorn worker processes (gevent: each connection is a greenlet; app/server.py).
@@ -29,9 +29,6 @@ class WebSettings(Settings):
 
     # Same-origin API: bodies up to this size are forwarded (image uploads; image_service has its own limit).
     api_max_body_bytes: int = 12 * 1024 * 1024
-    # Longest silence allowed from llm_service on model calls (chat, text, models, generations);
-    # other routes use UPSTREAM_TIMEOUT_SECONDS. Same as mobile_service.
-    forward_llm_timeout_seconds: float = MODEL_CALL_BUDGET_SECONDS
 
     # Static files: fingerprinted URLs are cached this long.
     static_max_age_seconds: int = 365 * 86400

@@ -30,9 +30,9 @@ def make_forwarder(settings: WebSettings) -> WsgiForwarder:
     upstreams = {name: getattr(settings, f"{name}_url") for name in SERVICE_PORTS if name != "web_service"}
     config = ForwardingConfig(
         upstreams=upstreams,
-        timeout_seconds=settings.upstream_timeout_seconds,
+        timeout_seconds=settings.forward_timeout_seconds,
         long_timeout_seconds=settings.forward_llm_timeout_seconds,
-        connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+        connect_timeout_seconds=settings.forward_connect_timeout_seconds,
         max_connections=settings.web_connections,
         max_body_bytes=settings.api_max_body_bytes,
     )

@@ -64,7 +64,7 @@ def web(stub: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         REDIS_URL=redis_url,
         SECRET_KEY=TEST_SECRET,
         LOG_DIR=str(tmp_path_factory.mktemp("web-logs")),
-        UPSTREAM_TIMEOUT_SECONDS="1.5",
+        FORWARD_TIMEOUT_SECONDS="1.5",
         FORWARD_LLM_TIMEOUT_SECONDS="2.5",
         USER_SERVICE_URL=stub,
         LLM_SERVICE_URL=stub,
