@@ -20,8 +20,8 @@ from common.config import load_settings
 from common.errors import ServiceUnavailable
 from common.llm_client import LLMClient
 from llm_service.app.config import LLMSettings
-from llm_service.app.models import provider_models
 from llm_service.app.prompts import PromptStore
+from llm_service.app.provider_models import provider_models
 from llm_service.app.routes import api, openai_api
 
 SERVICE = "llm_service"

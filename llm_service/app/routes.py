@@ -25,7 +25,7 @@ from llm_service.app.deps import (
     LLMUser,
     PromptsDep,
 )
-from llm_service.app.models import provider_models
+from llm_service.app.provider_models import provider_models
 from llm_service.app.schemas import (
     ChatMessageRead,
     ChatSessionCreate,
