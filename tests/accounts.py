@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from conftest import Suite
 from tests.auth import bearer
+from tests.fixtures.launcher import Suite
 
 PASSWORD = "correct horse battery"
 # The other service that must accept user_service's token and see its revocation at once.

@@ -26,9 +26,9 @@ import pytest
 from PIL import Image
 
 from common.processes import service_healthy
-from conftest import Suite
 from tests.accounts import PASSWORD, register_and_login
 from tests.auth import bearer
+from tests.fixtures.launcher import Suite
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sse import sse_events
 from tests.waiting import wait_until

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from common.processes import port_is_free, process_group_members, service_healthy
-from conftest import Suite
 from tests.accounts import assert_logout_revokes_the_token_at_mobile_service
+from tests.fixtures.launcher import Suite
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

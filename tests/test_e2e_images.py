@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import ExifTags, Image
 
-from conftest import Suite
 from image_service.tests.conftest import jpeg_with_gps, png_bytes
 from tests.auth import bearer
+from tests.fixtures.launcher import Suite
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ from dotenv import dotenv_values
 
 from common.config import REPO_ROOT
 from common.processes import free_port, popen_child, port_answers, port_is_free, service_healthy, stop_process
-from conftest import Suite
 from tests.accounts import assert_logout_revokes_the_token_at_mobile_service
+from tests.fixtures.launcher import Suite
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

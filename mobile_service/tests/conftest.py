@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from common.config import REPO_ROOT
 from common.processes import free_port, popen_child, stop_process
-from conftest import TEST_SECRET
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app
 from tests.auth import bearer
+from tests.fixtures.settings import TEST_SECRET
 
 
 @dataclass
