@@ -6,15 +6,19 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import String, cast, func, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.database import utcnow
 from common.models.image import (
     RESULT_CANCELLED,
+    RESULT_FAILED,
     RESULT_PENDING,
     RESULT_RUNNING,
+    RESULT_SUCCEEDED,
     TASK_CANCELLED,
+    TASK_PENDING,
+    TASK_RUNNING,
     TASK_UNFINISHED,
     GenerationResult,
     GenerationTask,
@@ -22,6 +26,8 @@ from common.models.image import (
 )
 from common.models.record import VISIBILITY_PUBLIC, Record
 from common.pagination import paginate
+
+DONE_RESULTS = (RESULT_SUCCEEDED, RESULT_FAILED)
 
 # Ids are server-made UUIDs (or client UUIDs for records): anything else cannot exist.
 ID_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,36}$")
@@ -212,3 +218,111 @@ async def release_own_leases(session: AsyncSession, worker_id: str) -> int:
     )
     await session.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the generation worker's writes
+# Each is a conditional statement: a cancel committed meanwhile by another request never loses.
+
+
+async def start_task(session: AsyncSession, task_id: str) -> list[tuple[int, int]]:
+    """Mark a pending task running and put results a dead worker left ``running`` back to
+    ``pending``; answers (index, attempts so far) of the results to work."""
+    await session.execute(
+        update(GenerationTask)
+        .where(GenerationTask.id == task_id, GenerationTask.status == TASK_PENDING)
+        .values(status=TASK_RUNNING, updated_at=utcnow())
+    )
+    await session.execute(
+        update(GenerationResult)
+        .where(GenerationResult.task_id == task_id, GenerationResult.status == RESULT_RUNNING)
+        .values(status=RESULT_PENDING)
+    )
+    rows = await session.execute(
+        select(GenerationResult.index, GenerationResult.attempts)
+        .where(GenerationResult.task_id == task_id, GenerationResult.status == RESULT_PENDING)
+        .order_by(GenerationResult.index)
+    )
+    return [(index, attempts) for index, attempts in rows]
+
+
+def _result_in(task_id: str, index: int, *statuses: str) -> ColumnElement[bool]:
+    return and_(
+        GenerationResult.task_id == task_id, GenerationResult.index == index, GenerationResult.status.in_(statuses)
+    )
+
+
+async def mark_result_running(session: AsyncSession, task_id: str, index: int, attempt: int) -> bool:
+    """False when the result is no longer to be worked (cancelled meanwhile)."""
+    result = await session.execute(
+        update(GenerationResult)
+        .where(_result_in(task_id, index, RESULT_PENDING, RESULT_RUNNING))
+        .values(status=RESULT_RUNNING, attempts=attempt)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def succeed_result(session: AsyncSession, task_id: str, index: int, image_id: str) -> bool:
+    result = await session.execute(
+        update(GenerationResult)
+        .where(_result_in(task_id, index, RESULT_RUNNING))
+        .values(status=RESULT_SUCCEEDED, image_id=image_id, error=None)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def fail_result(session: AsyncSession, task_id: str, index: int, error: str) -> None:
+    await session.execute(
+        update(GenerationResult)
+        .where(_result_in(task_id, index, RESULT_RUNNING))
+        .values(status=RESULT_FAILED, error=error)
+    )
+
+
+async def update_progress(session: AsyncSession, task_id: str) -> None:
+    done = await session.scalar(
+        select(func.count())
+        .select_from(GenerationResult)
+        .where(GenerationResult.task_id == task_id, GenerationResult.status.in_(DONE_RESULTS))
+    )
+    total = await session.scalar(
+        select(func.count()).select_from(GenerationResult).where(GenerationResult.task_id == task_id)
+    )
+    progress = int(100 * (done or 0) / total) if total else 100
+    await session.execute(
+        update(GenerationTask).where(GenerationTask.id == task_id).values(progress=progress, updated_at=utcnow())
+    )
+
+
+async def result_statuses(session: AsyncSession, task_id: str) -> list[str]:
+    rows = await session.execute(select(GenerationResult.status).where(GenerationResult.task_id == task_id))
+    return list(rows.scalars())
+
+
+async def settle_task(session: AsyncSession, task_id: str, worker_id: str, values: dict[str, object]) -> bool:
+    """Write the task's final values while this worker still holds it and it is unfinished."""
+    settled = await session.execute(
+        update(GenerationTask)
+        .where(
+            GenerationTask.id == task_id,
+            GenerationTask.lease_owner == worker_id,
+            GenerationTask.status.in_(TASK_UNFINISHED),
+        )
+        .values(**values)
+    )
+    return settled.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def cancel_unfinished_results(session: AsyncSession, task_id: str) -> None:
+    await session.execute(
+        update(GenerationResult)
+        .where(GenerationResult.task_id == task_id, GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)))
+        .values(status=RESULT_CANCELLED, error="cancelled")
+    )
+
+
+async def release_lease(session: AsyncSession, task_id: str, worker_id: str) -> None:
+    await session.execute(
+        update(GenerationTask)
+        .where(GenerationTask.id == task_id, GenerationTask.lease_owner == worker_id)
+        .values(lease_owner=None, lease_expires_at=None)
+    )

@@ -16,25 +16,17 @@ import logging
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from common.database import Database, utcnow
 from common.errors import AppError
 from common.models.image import (
-    RESULT_CANCELLED,
-    RESULT_FAILED,
     RESULT_PENDING,
     RESULT_RUNNING,
     RESULT_SUCCEEDED,
     TASK_CANCELLED,
     TASK_FAILED,
     TASK_PARTIAL,
-    TASK_PENDING,
-    TASK_RUNNING,
     TASK_SUCCEEDED,
     TASK_UNFINISHED,
-    GenerationResult,
     GenerationTask,
 )
 from image_service.app import crud
@@ -45,7 +37,6 @@ from image_service.app.provider import ImageProvider, ProviderError
 logger = logging.getLogger(__name__)
 
 # Progress counts results that reached an outcome; cancelled ones did not.
-DONE_RESULTS = (RESULT_SUCCEEDED, RESULT_FAILED)
 MAX_ERROR_CHARS = 500
 MAX_RETRY_WAIT_SECONDS = 60.0
 
@@ -185,23 +176,7 @@ class TaskRun:
             if task is None or task.lease_owner != self.workers.worker_id or task.status not in TASK_UNFINISHED:
                 return None
             self.owner_id, self.prompt, self.size = task.owner_id, task.prompt, task.size
-            # Conditional: a cancel committed since the read above must not be overwritten.
-            await session.execute(
-                update(GenerationTask)
-                .where(GenerationTask.id == self.task_id, GenerationTask.status == TASK_PENDING)
-                .values(status=TASK_RUNNING, updated_at=utcnow())
-            )
-            await session.execute(
-                update(GenerationResult)
-                .where(GenerationResult.task_id == self.task_id, GenerationResult.status == RESULT_RUNNING)
-                .values(status=RESULT_PENDING)
-            )
-            rows = await session.execute(
-                select(GenerationResult.index, GenerationResult.attempts)
-                .where(GenerationResult.task_id == self.task_id, GenerationResult.status == RESULT_PENDING)
-                .order_by(GenerationResult.index)
-            )
-            pending = [(index, attempts) for index, attempts in rows]
+            pending = await crud.start_task(session, self.task_id)
             await session.commit()
         logger.info("working generation task %s (%d result(s) to make)", self.task_id, len(pending))
         return pending
@@ -258,17 +233,9 @@ class TaskRun:
 
     async def _mark_result_running(self, index: int, attempt: int) -> bool:
         async with self.db.session() as session:
-            result = await session.execute(
-                update(GenerationResult)
-                .where(
-                    GenerationResult.task_id == self.task_id,
-                    GenerationResult.index == index,
-                    GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
-                )
-                .values(status=RESULT_RUNNING, attempts=attempt)
-            )
+            marked = await crud.mark_result_running(session, self.task_id, index, attempt)
             await session.commit()
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return marked
 
     async def _store_result(self, index: int, data: bytes) -> None:
         storage = self.workers.images.storage
@@ -281,85 +248,29 @@ class TaskRun:
         # The image row and the result's "succeeded" commit together: no half-finished result.
         async with self.db.session() as session:
             session.add(image)
-            updated = await session.execute(
-                update(GenerationResult)
-                .where(
-                    GenerationResult.task_id == self.task_id,
-                    GenerationResult.index == index,
-                    GenerationResult.status == RESULT_RUNNING,
-                )
-                .values(status=RESULT_SUCCEEDED, image_id=image.id, error=None)
-            )
-            if updated.rowcount != 1:  # type: ignore[attr-defined]
+            if not await crud.succeed_result(session, self.task_id, index, image.id):
                 await session.rollback()
                 await discard_stored(storage, key)
                 return
-            await self._update_progress(session)
+            await crud.update_progress(session, self.task_id)
             await session.commit()
 
     async def _fail_result(self, index: int, error: str) -> None:
         logger.warning("result %s/%d failed: %s", self.task_id, index, error)
         async with self.db.session() as session:
-            await session.execute(
-                update(GenerationResult)
-                .where(
-                    GenerationResult.task_id == self.task_id,
-                    GenerationResult.index == index,
-                    GenerationResult.status == RESULT_RUNNING,
-                )
-                .values(status=RESULT_FAILED, error=error[:MAX_ERROR_CHARS])
-            )
-            await self._update_progress(session)
+            await crud.fail_result(session, self.task_id, index, error[:MAX_ERROR_CHARS])
+            await crud.update_progress(session, self.task_id)
             await session.commit()
-
-    async def _update_progress(self, session: AsyncSession) -> None:
-        done = await session.scalar(
-            select(func.count())
-            .select_from(GenerationResult)
-            .where(GenerationResult.task_id == self.task_id, GenerationResult.status.in_(DONE_RESULTS))
-        )
-        total = await session.scalar(
-            select(func.count()).select_from(GenerationResult).where(GenerationResult.task_id == self.task_id)
-        )
-        progress = int(100 * (done or 0) / total) if total else 100
-        await session.execute(
-            update(GenerationTask)
-            .where(GenerationTask.id == self.task_id)
-            .values(progress=progress, updated_at=utcnow())
-        )
 
     async def _finish(self) -> None:
         """Settle the task's status from its results and hand the lease back. Every write is a
         conditional UPDATE, so a cancel committed meanwhile through another request is never
         overwritten."""
+        worker_id = self.workers.worker_id
         async with self.db.session() as session:
-            statuses = list(
-                (
-                    await session.execute(
-                        select(GenerationResult.status).where(GenerationResult.task_id == self.task_id)
-                    )
-                ).scalars()
-            )
-            now = utcnow()
-            mine = (GenerationTask.id == self.task_id) & (GenerationTask.lease_owner == self.workers.worker_id)
-            if any(s in (RESULT_PENDING, RESULT_RUNNING) for s in statuses):
-                final = None  # interrupted (cancel or shutdown): the next claim resumes it, if any
-                values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
-            else:
-                succeeded = statuses.count(RESULT_SUCCEEDED)
-                final = TASK_SUCCEEDED if succeeded == len(statuses) else TASK_PARTIAL if succeeded else TASK_FAILED
-                values = {
-                    "status": final,
-                    "progress": 100,
-                    "finished_at": now,
-                    "updated_at": now,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                }
-            settled = await session.execute(
-                update(GenerationTask).where(mine, GenerationTask.status.in_(TASK_UNFINISHED)).values(**values)
-            )
-            if settled.rowcount == 1:  # type: ignore[attr-defined]
+            statuses = await crud.result_statuses(session, self.task_id)
+            final, values = _settlement(statuses)
+            if await crud.settle_task(session, self.task_id, worker_id, values):
                 await session.commit()
                 if final is not None:
                     logger.info("generation task %s finished: %s", self.task_id, final)
@@ -371,15 +282,20 @@ class TaskRun:
             if task.status != TASK_CANCELLED:
                 raise LeaseLost(self.task_id)
             # Cancelled: whatever was still unfinished is cancelled too; the lease is handed back.
-            await session.execute(
-                update(GenerationResult)
-                .where(
-                    GenerationResult.task_id == self.task_id,
-                    GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)),
-                )
-                .values(status=RESULT_CANCELLED, error="cancelled")
-            )
-            await self._update_progress(session)
-            await session.execute(update(GenerationTask).where(mine).values(lease_owner=None, lease_expires_at=None))
+            await crud.cancel_unfinished_results(session, self.task_id)
+            await crud.update_progress(session, self.task_id)
+            await crud.release_lease(session, self.task_id, worker_id)
             await session.commit()
         logger.info("generation task %s cancelled", self.task_id)
+
+
+def _settlement(statuses: list[str]) -> tuple[str | None, dict[str, object]]:
+    """The task's final status from its results, and the values to write; (None, lease only)
+    while a result is unfinished (cancel or shutdown: the next claim resumes it, if any)."""
+    released: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
+    if any(s in (RESULT_PENDING, RESULT_RUNNING) for s in statuses):
+        return None, released
+    succeeded = statuses.count(RESULT_SUCCEEDED)
+    final = TASK_SUCCEEDED if succeeded == len(statuses) else TASK_PARTIAL if succeeded else TASK_FAILED
+    now = utcnow()
+    return final, {"status": final, "progress": 100, "finished_at": now, "updated_at": now, **released}
