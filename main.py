@@ -1,29 +1,8 @@
-"""The launcher: ``python main.py [SERVICE ...]`` starts the Smart Record Assistant suite (docs/api.md §12).
-
-Before starting anything it writes the first root ``.env`` (with a fresh SECRET_KEY), checks the
-configuration and that every port is free (a busy one is named and the launcher exits with code 2,
-having started nothing). Then it makes sure Redis is there (docs/api.md §9: ``REDIS_URL``; one already on
-127.0.0.1:6379; a ``redis-server`` from PATH that it starts; else fakeredis in a launcher thread),
-starts the project's canned OpenAI-protocol upstream (``devtools.fake_llm``) when llm_service or
-image_service is wanted and no ``LLM_API_KEY`` is configured, and creates the tables once.
-
-Each service's ``main.py`` runs as a child process with ``<SERVICE>_PYTHON`` (default: this
-interpreter); one thread per child relays its output prefixed with the service name. When every
-``/health`` answers (or ``LAUNCHER_HEALTH_TIMEOUT_SECONDS`` passes) it prints a table: service, URL,
-docs URL, status and start-up time, plus the Redis in use and the LLM upstream.
-
-Supervision: a child that dies is restarted after a backoff (``LAUNCHER_BACKOFF_SECONDS`` doubling
-up to ``LAUNCHER_MAX_BACKOFF_SECONDS``); its process group is swept first so that orphaned workers
-(gunicorn) free the port. A child that needs more than ``LAUNCHER_MAX_RESTARTS`` restarts within
-``LAUNCHER_RESTART_WINDOW_SECONDS`` is in a crash loop: the launcher gives up on it loudly and KEEPS
-THE OTHER SERVICES RUNNING (a broken image_service should not take logins down); only when every
-service has been given up does the launcher stop, with exit code 1.
-
-Stopping: Ctrl-C or SIGTERM stops every child (SIGTERM to its process group, SIGKILL after
-``LAUNCHER_STOP_GRACE_SECONDS``), then the LLM upstream and the Redis it started; exit code 0.
-A second Ctrl-C/SIGTERM while stopping SIGKILLs every child at once.
-Children also die when the launcher is killed outright (Linux ``PR_SET_PDEATHSIG``, see
-``common.processes``; elsewhere only a launcher that gets to run its shutdown stops them).
+"""The launcher: ``python main.py [SERVICE ...]`` starts the suite (docs/api.md §12; README, "The
+launcher"). It prepares what the services share (``.env``, Redis, tables, free ports, the canned
+LLM upstream when no key is set), runs each service's ``main.py`` as a supervised child (output
+prefixed, restarted with backoff, given up on a crash loop while the others keep running) and
+stops them all on Ctrl-C or SIGTERM, leaving no process behind.
 """
 
 from __future__ import annotations

@@ -6,13 +6,11 @@
   naive values even for ``timezone=True``).
 - ``Database``: engine + session factory. SQLite runs with WAL, foreign keys, a busy timeout and
   ``synchronous=NORMAL``; each process uses ONE connection to the file, which serialises its
-  writers (measured: pooled writers collide, p99 0.9 s at 16 clients vs 31 ms with one writer).
-- On SQLite, reads skip aiosqlite's worker-thread round trip (``InlineReadConnection``): a
-  handoff to a thread and back costs far more than a lookup by primary key (measured in
-  ``bench/bench_records.py``). Writes, commits and any statement seen to be slow (CPU time, or
-  wall time: it waited on the disk) still run in the worker thread. Inline reads wait at most
-  ``INLINE_BUSY_TIMEOUT_MS`` for a lock; one that finds the database busy runs again in the
-  thread with the full busy timeout, so the event loop never waits long on a lock.
+  writers (pooled writers collide on the file lock).
+- On SQLite, quick reads skip aiosqlite's worker-thread round trip (``InlineReadConnection``);
+  writes and any statement seen to be slow still run in the thread, and an inline read that
+  finds the database busy runs again there, so the event loop never waits long on a lock.
+- ``write_scope`` and ``end_read``: the one transaction pattern of every service.
 - ``create_all`` takes a lock (a file lock on SQLite, an advisory lock on PostgreSQL) so that
   five services starting at once on an empty database do not race.
 """
