@@ -9,27 +9,38 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.app_state import database_of, redis_of, settings_of
 from common.config import Settings
-from common.errors import ServiceUnavailable
+from common.database import Database
 from common.security import AdminUser, CurrentUser, TokenUser
 
-__all__ = ["AdminUser", "CurrentUser", "RedisDep", "SessionDep", "SettingsDep", "TokenUser", "client_address"]
+__all__ = [
+    "AdminUser",
+    "CurrentUser",
+    "DatabaseDep",
+    "RedisDep",
+    "SessionDep",
+    "SettingsDep",
+    "TokenUser",
+    "client_address",
+]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.db.session() as session:
+    async with database_of(request.app).session() as session:
         yield session
 
 
+def get_database(request: Request) -> Database:
+    return database_of(request.app)
+
+
 def get_redis(request: Request) -> aioredis.Redis:
-    redis = request.app.state.redis
-    if redis is None:
-        raise ServiceUnavailable("Redis is not configured; set REDIS_URL")
-    return redis
+    return redis_of(request.app)
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return settings_of(request.app)
 
 
 def client_address(request: Request) -> str:
@@ -37,5 +48,6 @@ def client_address(request: Request) -> str:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from common.app_state import settings_of
 from common.cache import redis_unavailable_detail
-from common.config import Settings
 from common.errors import AppError, error_body
 from common.logging_setup import request_id_var
 from common.observability import REQUEST_ID_HEADER
@@ -72,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
-        settings: Settings = request.app.state.settings
+        settings = settings_of(request.app)
         logger.warning("redis error: %s", type(exc).__name__)
         body = error_body(503, redis_unavailable_detail(settings.redis_url), request_id_of(request))
         return JSONResponse(body, status_code=503)

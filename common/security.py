@@ -24,9 +24,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 
+from common.app_state import redis_of, settings_of
 from common.cache import coalesced_mget
 from common.config import Settings
-from common.errors import Forbidden, InvalidToken, NotAuthenticated, ServiceUnavailable
+from common.errors import Forbidden, InvalidToken, NotAuthenticated
 from common.logging_setup import user_id_var
 
 TokenType = Literal["access", "refresh"]
@@ -297,10 +298,8 @@ class TokenUser:
 
 
 async def verify_access_token(request: Request, token: str) -> TokenUser:
-    settings: Settings = request.app.state.settings
-    claims = decode_access_token(settings, token)
-    redis: aioredis.Redis = request.app.state.redis
-    if await is_revoked(redis, claims):
+    claims = decode_access_token(settings_of(request.app), token)
+    if await is_revoked(redis_of(request.app), claims):
         raise InvalidToken("Token has been revoked")
     user_id_var.set(claims.sub)
     return TokenUser(id=claims.sub, role=claims.role, jti=claims.jti, exp=claims.exp, token=token)
@@ -311,8 +310,7 @@ async def current_user(
 ) -> TokenUser:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <access token>'")
-    if getattr(request.app.state, "redis", None) is None:
-        raise ServiceUnavailable("Redis is not configured; set REDIS_URL")
+    redis_of(request.app)  # a missing Redis is a 503 before any token work
     return await verify_access_token(request, credentials.credentials)
 
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.database import Database
-from common.deps import CurrentUser, RedisDep, TokenUser
+from common.app_state import settings_of
+from common.deps import CurrentUser, DatabaseDep, RedisDep, TokenUser
 from common.llm_client import LLMClient
 from common.rate_limit import enforce
 from llm_service.app.chat import ChatService
@@ -19,7 +19,7 @@ RATE_WINDOW_SECONDS = 60
 
 
 def llm_settings(request: Request) -> LLMSettings:
-    return request.app.state.settings
+    return settings_of(request.app)  # type: ignore[return-value]
 
 
 def llm_client(request: Request) -> LLMClient:
@@ -30,14 +30,9 @@ def prompt_store(request: Request) -> PromptStore:
     return request.app.state.prompts
 
 
-def database(request: Request) -> Database:
-    return request.app.state.db
-
-
 LLMSettingsDep = Annotated[LLMSettings, Depends(llm_settings)]
 LLMDep = Annotated[LLMClient, Depends(llm_client)]
 PromptsDep = Annotated[PromptStore, Depends(prompt_store)]
-DatabaseDep = Annotated[Database, Depends(database)]
 
 
 def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:

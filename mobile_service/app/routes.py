@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from common.deps import CurrentUser, SessionDep
+from common.deps import CurrentUser, DatabaseDep, SessionDep
 from common.errors import BadRequest, PayloadTooLarge
 from common.pagination import Page, page_of
 from mobile_service.app import ai_actions, crud, records, sync
-from mobile_service.app.config import MobileSettings
+from mobile_service.app.deps import LlmServiceDep, MobileSettingsDep
 from mobile_service.app.schemas import (
     PAGE_MAX,
     AiResult,
@@ -36,10 +36,6 @@ AI_ERRORS = error_responses(404, 429, 502, 504)
 RecordId = Annotated[str, Path(max_length=64, description="The record's UUID")]
 SORT_PATTERN = r"^-?(updated_at|created_at|title)$"
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
-
-
-def settings_of(request: Request) -> MobileSettings:
-    return request.app.state.settings
 
 
 def etag(record: RecordRead) -> str:
@@ -90,8 +86,8 @@ async def list_records(
 
 
 @records_router.get("/{record_id}", response_model=RecordRead, responses=ONE_RECORD)
-async def read_record(record_id: RecordId, user: CurrentUser, request: Request) -> Response:
-    record = await records.read_live(request.app.state.db, user.id, record_id)
+async def read_record(record_id: RecordId, user: CurrentUser, db: DatabaseDep) -> Response:
+    record = await records.read_live(db, user.id, record_id)
     # The hot path: the model is already validated, so it is serialised once, here.
     return Response(record.model_dump_json(), media_type="application/json", headers={"ETag": etag(record)})
 
@@ -125,8 +121,10 @@ async def delete_record(
 @records_router.post(
     "/{record_id}/publish", response_model=RecordRead, responses=ONE_RECORD, summary="Publish with an unguessable slug"
 )
-async def publish(record_id: RecordId, user: CurrentUser, session: SessionDep, request: Request) -> RecordRead:
-    slug_bytes = settings_of(request).publish_slug_bytes
+async def publish(
+    record_id: RecordId, user: CurrentUser, session: SessionDep, settings: MobileSettingsDep
+) -> RecordRead:
+    slug_bytes = settings.publish_slug_bytes
     return await records.set_published(session, user.id, record_id, True, slug_bytes)
 
 
@@ -145,12 +143,11 @@ async def ai_action(
     task: AiTask,
     user: CurrentUser,
     session: SessionDep,
-    request: Request,
+    settings: MobileSettingsDep,
+    client: LlmServiceDep,
     apply: Annotated[bool, Query(description="tags/title: apply the suggestion to the record")] = False,
     language: Annotated[str | None, Query(max_length=32)] = None,
 ) -> AiResult:
-    settings = settings_of(request)
-    client = request.app.state.clients["llm_service"]
     return await ai_actions.run(
         session,
         client,
@@ -176,18 +173,19 @@ async def public_record(
 async def sync_changes(
     user: CurrentUser,
     session: SessionDep,
-    request: Request,
+    settings: MobileSettingsDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int | None, Query(ge=1, le=500)] = None,
 ) -> SyncChanges:
-    settings = settings_of(request)
     size = min(limit or settings.sync_page_default, settings.sync_page_max)
     return await sync.changes(session, settings.secret_key, user.id, cursor, size)
 
 
 @sync_router.post("/push", response_model=SyncPushResults)
-async def sync_push(data: SyncPush, user: CurrentUser, session: SessionDep, request: Request) -> SyncPushResults:
-    most = settings_of(request).sync_push_max_items
+async def sync_push(
+    data: SyncPush, user: CurrentUser, session: SessionDep, settings: MobileSettingsDep
+) -> SyncPushResults:
+    most = settings.sync_push_max_items
     if len(data.changes) > most:
         raise PayloadTooLarge(f"At most {most} changes per push; send the rest in another batch")
     return SyncPushResults(results=await sync.push(session, user.id, data.changes))

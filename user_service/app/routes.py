@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Form, Request, Response, status
 
-from common.deps import AdminUser, CurrentUser, RedisDep, SessionDep, SettingsDep, client_address
+from common.deps import AdminUser, CurrentUser, DatabaseDep, RedisDep, SessionDep, client_address
 from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
 from user_service.app import accounts
 from user_service.app.crud import crud_users
+from user_service.app.deps import UserSettingsDep
 from user_service.app.schemas import (
     LoginRequest,
     LogoutRequest,
@@ -39,7 +40,7 @@ async def token(
     request: Request,
     session: SessionDep,
     redis: RedisDep,
-    settings: SettingsDep,
+    settings: UserSettingsDep,
 ) -> TokenPair:
     user = await accounts.authenticate(session, redis, settings, form.username, form.password, client_address(request))
     return accounts.issue_tokens(settings, user)
@@ -47,28 +48,31 @@ async def token(
 
 @auth.post("/login", response_model=TokenPair, summary="Log in with JSON")
 async def login(
-    data: LoginRequest, request: Request, session: SessionDep, redis: RedisDep, settings: SettingsDep
+    data: LoginRequest, request: Request, session: SessionDep, redis: RedisDep, settings: UserSettingsDep
 ) -> TokenPair:
     user = await accounts.authenticate(session, redis, settings, data.username, data.password, client_address(request))
     return accounts.issue_tokens(settings, user)
 
 
 @auth.post("/refresh", response_model=TokenPair)
-async def refresh(data: RefreshRequest, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> TokenPair:
+async def refresh(data: RefreshRequest, session: SessionDep, redis: RedisDep, settings: UserSettingsDep) -> TokenPair:
     return await accounts.rotate_refresh_token(session, redis, settings, data.refresh_token)
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(
-    caller: CurrentUser, redis: RedisDep, settings: SettingsDep, data: Annotated[LogoutRequest | None, Body()] = None
+    caller: CurrentUser,
+    redis: RedisDep,
+    settings: UserSettingsDep,
+    data: Annotated[LogoutRequest | None, Body()] = None,
 ) -> Response:
     await accounts.logout(redis, settings, caller, data.refresh_token if data else None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @users.get("/me", response_model=UserRead)
-async def read_me(caller: CurrentUser, request: Request) -> Response:
-    user = await accounts.read_active_user(request.app.state.db, caller.id)
+async def read_me(caller: CurrentUser, db: DatabaseDep) -> Response:
+    user = await accounts.read_active_user(db, caller.id)
     # The hot path (every client asks it at start): serialised once, here.
     return Response(user.model_dump_json(), media_type="application/json")
 
@@ -81,7 +85,7 @@ async def update_me(data: UserUpdateMe, caller: CurrentUser, session: SessionDep
 
 @users.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    data: PasswordChange, caller: CurrentUser, session: SessionDep, redis: RedisDep, settings: SettingsDep
+    data: PasswordChange, caller: CurrentUser, session: SessionDep, redis: RedisDep, settings: UserSettingsDep
 ) -> Response:
     user = await accounts.load_active_user(session, caller.id)
     await accounts.change_password(session, redis, settings, user, data.old_password, data.new_password)
@@ -101,6 +105,11 @@ async def list_users(
 
 @users.patch("/{user_id}", response_model=UserRead, summary="Change a user's role or active flag (admin)")
 async def admin_update_user(
-    user_id: str, data: UserAdminUpdate, _admin: AdminUser, session: SessionDep, redis: RedisDep, settings: SettingsDep
+    user_id: str,
+    data: UserAdminUpdate,
+    _admin: AdminUser,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: UserSettingsDep,
 ) -> UserRead:
     return UserRead.model_validate(await accounts.admin_update(session, redis, settings, user_id, data))

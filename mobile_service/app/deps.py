@@ -1,0 +1,23 @@
+"""mobile_service's dependency aliases, declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from common.api_clients import ServiceClient
+from common.app_state import client_of, settings_of
+from mobile_service.app.config import MobileSettings
+
+
+def mobile_settings(request: Request) -> MobileSettings:
+    return settings_of(request.app)  # type: ignore[return-value]
+
+
+def llm_service(request: Request) -> ServiceClient:
+    return client_of(request.app, "llm_service")
+
+
+MobileSettingsDep = Annotated[MobileSettings, Depends(mobile_settings)]
+LlmServiceDep = Annotated[ServiceClient, Depends(llm_service)]
