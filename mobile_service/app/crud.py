@@ -398,7 +398,8 @@ def _postgres_search(filters: ListFilters, terms: list[str], q: str) -> tuple[Se
 async def search_page(
     session: AsyncSession, filters: ListFilters, q: str, *, offset: int, limit: int
 ) -> dict[str, Any]:
-    """Full-text search over title and content of the owner's live records, ranked."""
+    """Full-text search over title and content of the owner's live records: matches in the title
+    first (PostgreSQL: by ts_rank), then the newest."""
     q = clean_query_text(q)
     terms = search_terms(q)
     if not terms:  # only control characters or separators: nothing can match (and no empty CASE)

@@ -75,7 +75,13 @@ async def list_records(
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Full-text search over title and content")] = None,
     pinned: bool | None = None,
-    sort: Annotated[str, Query(pattern=SORT_PATTERN, description="Ignored by q (results are ranked)")] = "-updated_at",
+    sort: Annotated[
+        str,
+        Query(
+            pattern=SORT_PATTERN,
+            description="Ignored with q: title matches come first (PostgreSQL: by ts_rank), then the newest",
+        ),
+    ] = "-updated_at",
 ) -> Page[RecordRead]:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
     if q and q.strip():
