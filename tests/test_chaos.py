@@ -327,14 +327,25 @@ def test_redis_outage_is_503_never_500_and_recovers_without_a_restart(
 # ---------------------------------------------------------------- SIGTERM mid-upload and mid-stream
 
 
-def test_sigterm_mid_upload_and_mid_stream_lets_both_finish(launch_suite: Callable[..., Suite]) -> None:
+def test_sigterm_mid_upload_and_mid_stream_lets_them_finish(launch_suite: Callable[..., Suite]) -> None:
     suite = launch_suite()
     assert suite.wait_for_output("all services started"), suite.text()[-3000:]
     me = sign_up(suite)
     session = httpx.post(f"{suite.url('llm_service')}/api/v1/chat/sessions", json={"persistent": True}, headers=me)
     messages = f"{suite.url('mobile_service')}/api/v1/chat/sessions/{session.json()['id']}/messages"
+    browser = WebUser(suite.url("web_service")).sign_up()
+    web_session = browser.api("POST", "/api/v1/chat/sessions", json={"persistent": True}).json()["id"]
     outcome: dict[str, Any] = {}
-    started = threading.Barrier(3)
+    started = threading.Barrier(4)
+
+    def browser_stream() -> None:  # the same kind of reply, through web_service (gevent worker)
+        body = {"content": "and to me [[drip:0.3]]", "stream": True}
+        path = f"/api/v1/chat/sessions/{web_session}/messages"
+        with browser.client.stream("POST", path, json=body, headers={"X-CSRF-Token": browser.csrf}) as response:
+            lines = response.iter_lines()
+            first = next(lines)
+            started.wait()
+            outcome["browser stream"] = [e for e, _ in sse_events(iter([first, *lines]))]
 
     def stream() -> None:  # a reply whose chunks arrive 0.3 s apart, through mobile_service
         body = {"content": "tell me slowly [[drip:0.3]]", "stream": True}
@@ -370,14 +381,16 @@ def test_sigterm_mid_upload_and_mid_stream_lets_both_finish(launch_suite: Callab
         )
         outcome["upload"] = response.status_code
 
-    threads = [threading.Thread(target=stream), threading.Thread(target=upload)]
+    threads = [threading.Thread(target=f) for f in (stream, upload, browser_stream)]
     for thread in threads:
         thread.start()
     started.wait(timeout=30)
-    suite.proc.send_signal(signal.SIGTERM)  # both are mid-way now
+    suite.proc.send_signal(signal.SIGTERM)  # all three are mid-way now
     for thread in threads:
         thread.join(timeout=90)
     assert suite.wait_exit(60) == 0, suite.text()[-3000:]
     assert outcome.get("upload") == 201, outcome
     assert outcome.get("stream", [])[-1:] == ["done"], outcome
+    assert outcome.get("browser stream", [])[-1:] == ["done"], outcome
     assert suite.leftovers() == [], "a process of the suite outlived the launcher"
+    browser.close()
