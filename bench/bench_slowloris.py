@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import BenchEnv, Server, pin_load_generator, start_app, start_service, start_web_gthread  # noqa: E402
+from bench.harness import BenchEnv, Server, percentile, pin_load_generator, start_app, start_service, start_web_gthread  # noqa: E402
 
 PROBE_EVERY = 0.05
 PROBE_TIMEOUT = 5.0
@@ -129,13 +129,6 @@ async def run(label: str, server: Server, path: str, slow: int, interval: float,
     return outcome
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def print_outcomes(outcomes: list[Outcome], interval: float) -> None:
     print(f"\nSlow connections send one header line (or body byte) every {interval:g} s; half headers, half bodies.")
     header = (
@@ -148,7 +141,7 @@ def print_outcomes(outcomes: list[Outcome], interval: float) -> None:
         p50 = statistics.median(o.latencies) * 1000 if o.latencies else float("nan")
         print(
             f"{o.label:<34} {o.slow:>5} {len(o.latencies):>9} {o.failed:>6} {p50:>8.1f} "
-            f"{pct(o.latencies, 0.95) * 1000:>8.1f} {o.pressure.opened:>7} {o.pressure.closed_by_server:>16}"
+            f"{percentile(o.latencies, 0.95) * 1000:>8.1f} {o.pressure.opened:>7} {o.pressure.closed_by_server:>16}"
         )
     print(f"\nfailed = the normal user's GET got no answer within {PROBE_TIMEOUT:g} s.")
 

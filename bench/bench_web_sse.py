@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import BenchEnv, pin_load_generator, start_app, start_service, start_web_gthread  # noqa: E402
+from bench.harness import BenchEnv, percentile, pin_load_generator, start_app, start_service, start_web_gthread  # noqa: E402
 
 STREAM_PATH = "/api/v1/chat/bench-stream"
 
@@ -118,13 +118,6 @@ def group_rss_mb(pgid: int) -> float | None:
     return total / 1024 if total else None
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def print_runs(runs: list[Run], stream_seconds: float, events: int) -> None:
     print(f"\nEach stream: {events} SSE events over {stream_seconds:.1f}s. One web_service process (1 worker).")
     header = (
@@ -138,7 +131,7 @@ def print_runs(runs: list[Run], stream_seconds: float, events: int) -> None:
         p50 = statistics.median(run.ttfb) if run.ttfb else float("nan")
         print(
             f"{run.label:<30} {run.threads or '-':>7} {run.concurrency:>7} {run.complete:>8} {run.wall:>7.2f} "
-            f"{p50:>9.3f} {pct(run.ttfb, 0.95):>9.3f} {run.wall / stream_seconds:>6.1f} {rss:>7}"
+            f"{p50:>9.3f} {percentile(run.ttfb, 0.95):>9.3f} {run.wall / stream_seconds:>6.1f} {rss:>7}"
         )
     print(
         "\nwaves = wall time / one stream's length: 1.0 means every stream ran at once; above 1 the extra"

@@ -152,6 +152,14 @@ def start_service(service: str, env: dict[str, str]) -> Server:
     return _spawn(service, [sys.executable, str(REPO_ROOT / service / "main.py")], child_env, port, "/health")
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0–1) of ``values`` by nearest rank; NaN for none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def start_web_gthread(env: dict[str, str], threads: int = 64) -> Server:
     """web_service as it was served before the gevent worker (gunicorn gthread, ``threads`` per
     worker, one worker), for comparison in the same run (``bench/gthread_web.py``)."""
@@ -477,6 +485,7 @@ __all__ = [
     "Server",
     "http_json",
     "parse_wrk_output",
+    "percentile",
     "pin_load_generator",
     "print_table",
     "run_benchmark",
