@@ -31,6 +31,7 @@ from common.errors import AppError, BadRequest, RateLimited, ServiceUnavailable,
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_RETRIES = 2
@@ -81,6 +82,13 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class ChatResult:
     content: str
+    model: str
+    usage: Usage | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
     model: str
     usage: Usage | None
 
@@ -155,11 +163,13 @@ class LLMClient:
         base_url: str | None,
         api_key: str | None,
         model: str = DEFAULT_MODEL,
+        embedding_model: str = DEFAULT_EMBEDDING_MODEL,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
         self.model = model
+        self.embedding_model = embedding_model
         self.base_url = base_url or None
         self._sdk: AsyncOpenAI | None = None
         if api_key:
@@ -178,6 +188,7 @@ class LLMClient:
             "base_url": getattr(settings, "llm_base_url", None),
             "api_key": getattr(settings, "llm_api_key", None),
             "model": getattr(settings, "llm_model", None) or DEFAULT_MODEL,
+            "embedding_model": getattr(settings, "llm_embedding_model", None) or DEFAULT_EMBEDDING_MODEL,
             "timeout": getattr(settings, "llm_timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
             "connect_timeout": getattr(settings, "llm_connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS),
             "max_retries": getattr(settings, "llm_max_retries", DEFAULT_MAX_RETRIES),
@@ -238,6 +249,29 @@ class LLMClient:
                 **params,
             )
         return ChatStream(stream, model or self.model)
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(self, texts: list[str], *, model: str | None = None) -> EmbeddingResult:
+        """One vector per text, in order, from the embedding model (``LLM_EMBEDDING_MODEL``)."""
+        with provider_errors():
+            answer = await self.sdk.embeddings.create(
+                model=model or self.embedding_model, input=texts, encoding_format="float"
+            )
+        ordered = sorted(answer.data, key=lambda item: item.index)
+        vectors = [list(item.embedding) for item in ordered]
+        if len(vectors) != len(texts):
+            raise UpstreamError(f"The LLM provider answered {len(vectors)} embeddings for {len(texts)} texts")
+        return EmbeddingResult(vectors, answer.model or model or self.embedding_model, Usage.of(answer.usage))
+
+    async def raw_embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An ``/embeddings`` call with a client's body (default model filled in); the provider's JSON back."""
+        known = {k: v for k, v in body.items() if k in ("input", "model", "encoding_format", "dimensions", "user")}
+        extra = {k: v for k, v in body.items() if k not in known}
+        known.setdefault("model", self.embedding_model)
+        with provider_errors():
+            answer = await self.sdk.embeddings.create(**known, extra_body=extra or None)
+        return answer.to_dict(mode="json")
 
     # ------------------------------------------------------------------ OpenAI-compatible pass-through
 

@@ -9,6 +9,9 @@ Endpoints (any non-empty bearer key is accepted):
 - ``POST /v1/chat/completions``, with and without ``stream`` (SSE chunks, ``data: [DONE]``, usage in a
   final chunk when ``stream_options.include_usage`` is set; non-stream answers always carry usage)
 - ``POST /v1/images/generations`` → ``b64_json`` PNGs of the requested ``size``
+- ``POST /v1/embeddings`` → deterministic vectors (``EMBEDDING_DIMENSIONS``, or ``dimensions``) built
+  from the text's words and CJK character bigrams, hashed and L2-normalised: texts sharing words
+  are near, so retrieval can be tested offline
 
 Answers are derived from the input, so parsing can be tested: a system prompt that asks for tags
 gets a comma-separated list of the text's most frequent words, one that asks for a title gets one
@@ -18,7 +21,7 @@ with the JSON list of messages the model was sent (to test the context a caller 
 
 Error injection, by markers in the last user message (chat) or the prompt (images):
 
-- ``[[fail:500]]`` / ``[[fail:429]]`` (any status): that status with an OpenAI error body;
+- ``[[fail:500]]`` / ``[[fail:429]]`` (any status; embeddings: in any input): that status with an OpenAI error body;
   429 carries ``Retry-After: 1``
 - ``[[slow:SECONDS]]``: wait that long before answering
 - ``[[cut]]`` (streams): a few chunks, then the connection closes without ``[DONE]``
@@ -49,7 +52,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-MODELS = ("canned-chat", "canned-image")
+MODELS = ("canned-chat", "canned-image", "canned-embedding")
+EMBEDDING_DIMENSIONS = 256
+CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
 DEFAULT_IMAGE_SIZE = (1024, 1024)
 MAX_IMAGE_SIDE = 2048
 MAX_IMAGES = 10
@@ -409,6 +414,57 @@ async def image_generations(request: Request) -> Response:
     return JSONResponse({"created": int(time.time()), "data": data})
 
 
+# ---------------------------------------------------------------------------- embeddings
+
+
+def embedding_features(text: str) -> list[str]:
+    """Lower-cased words, and the characters and character bigrams of CJK runs (no spaces there)."""
+    cleaned = clean(text).lower()
+    features = [w for w in WORD_RE.findall(CJK_RE.sub(" ", cleaned))]
+    for run in CJK_RE.findall(cleaned):
+        features += list(run) + [run[i : i + 2] for i in range(len(run) - 1)]
+    return features
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    """A hashed bag of features, each adding ±1 to one coordinate, then L2-normalised."""
+    vector = [0.0] * dimensions
+    for feature in embedding_features(text):
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "big") % dimensions
+        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+    norm = sum(v * v for v in vector) ** 0.5
+    return [round(v / norm, 6) for v in vector] if norm else vector
+
+
+async def embeddings(request: Request) -> Response:
+    if not authorised(request):
+        return unauthorised()
+    body = await request.json()
+    raw = body.get("input") if isinstance(body, dict) else None
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return openai_error(400, "'input' must be a string or a non-empty list of strings", "invalid_request_error")
+    joined = "\n".join(texts)
+    failure = injected_failure(joined)
+    if failure is not None:
+        return failure
+    await injected_delay(joined)
+    dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+        return openai_error(400, "'dimensions' must be an integer from 1 to 4096", "invalid_request_error")
+    tokens = sum(count_tokens(t) for t in texts)
+    data = [{"object": "embedding", "index": i, "embedding": embed_text(t, dimensions)} for i, t in enumerate(texts)]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or "canned-embedding",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
 # ---------------------------------------------------------------------------- app
 
 
@@ -431,6 +487,7 @@ def build_app() -> Starlette:
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/images/generations", image_generations, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
         ]
     )
 

@@ -10,6 +10,7 @@ from common.config import REPO_ROOT, Settings
 from common.errors import BadRequest
 from common.llm_client import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_EMBEDDING_MODEL,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT_SECONDS,
@@ -25,6 +26,8 @@ class LLMSettings(Settings):
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = DEFAULT_MODEL
+    # The model of POST /api/v1/embeddings and the default of POST /v1/embeddings.
+    llm_embedding_model: str = DEFAULT_EMBEDDING_MODEL
     # Comma-separated models callers may choose (sessions, /v1 calls); empty: any the provider has.
     llm_allowed_models: str = ""
     llm_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS

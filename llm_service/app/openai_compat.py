@@ -20,7 +20,7 @@ from llm_service.app.usage import record_usage
 USAGE_KIND = "openai"
 
 
-def _holds_lone_surrogate(value: Any) -> bool:
+def holds_lone_surrogate(value: Any) -> bool:
     """Whether a JSON value holds a string that is not valid Unicode (``"\\ud800"`` parses, then
     fails to encode on the way to the provider or the database)."""
     if isinstance(value, str):
@@ -30,16 +30,16 @@ def _holds_lone_surrogate(value: Any) -> bool:
             return True
         return False
     if isinstance(value, dict):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+        return any(holds_lone_surrogate(k) or holds_lone_surrogate(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_holds_lone_surrogate(item) for item in value)
+        return any(holds_lone_surrogate(item) for item in value)
     return False
 
 
 def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object")
-    if _holds_lone_surrogate(body):
+    if holds_lone_surrogate(body):
         raise BadRequest("The body holds a lone UTF-16 surrogate (such as \\ud800): text must be valid Unicode")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):

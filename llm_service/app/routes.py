@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from common.deps import CurrentUser, RedisDep
-from llm_service.app import openai_compat
+from llm_service.app import embeddings, openai_compat
 from llm_service.app.chat import PreparedTurn
 from llm_service.app.chat_store import ChatMessage, ChatSession
 from llm_service.app.deps import (
@@ -27,12 +27,16 @@ from llm_service.app.deps import (
 )
 from llm_service.app.provider_models import provider_models
 from llm_service.app.schemas import (
+    EMBEDDING_MAX_CHARS,
+    EMBEDDING_MAX_INPUTS,
     ChatMessageRead,
     ChatSessionCreate,
     ChatSessionDetail,
     ChatSessionList,
     ChatSessionRead,
     ChatSessionUpdate,
+    EmbeddingRequest,
+    EmbeddingResponse,
     MessageCreate,
     MessageReply,
     ModelInfo,
@@ -167,6 +171,12 @@ async def retry_reply(session_id: str, data: ReplyRetry, user: LLMUser, chat: Ch
 # ---------------------------------------------------------------------------- text tasks, models, usage
 
 
+@api.post("/embeddings", response_model=EmbeddingResponse, responses={**PROVIDER_ERRORS, **error_responses(413)})
+async def create_embeddings(data: EmbeddingRequest, user: LLMUser, llm: LLMDep, db: DatabaseDep) -> EmbeddingResponse:
+    """One vector per input text, in order, from ``LLM_EMBEDDING_MODEL``; usage recorded like chat."""
+    return await embeddings.embed(llm, db, user.id, data.input)
+
+
 @api.post("/text/{task}", response_model=TextTaskResult, responses={**PROVIDER_ERRORS, **error_responses(404, 413)})
 async def text_task(
     # Documented as the known tasks; any other answers 404 (not 422), as the unknown-path rule (docs/api.md §4).
@@ -251,6 +261,46 @@ async def chat_completions(
     if checked.get("stream"):
         return EventStreamResponse(await openai_compat.open_stream(llm, db, user.id, checked))
     return await openai_compat.complete(llm, db, user.id, checked)
+
+
+EMBEDDINGS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["input"],
+                    "description": "An OpenAI embeddings request; other OpenAI fields pass through",
+                    "properties": {
+                        "model": {"type": "string", "minLength": 1},
+                        "input": {
+                            "anyOf": [
+                                {"type": "string", "minLength": 1, "maxLength": EMBEDDING_MAX_CHARS},
+                                {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": EMBEDDING_MAX_INPUTS,
+                                    "items": {"type": "string", "minLength": 1, "maxLength": EMBEDDING_MAX_CHARS},
+                                },
+                            ]
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@openai_api.post(
+    "/embeddings",
+    responses={200: {"description": "The provider's answer, as it is"}, **PROVIDER_ERRORS},
+    openapi_extra=EMBEDDINGS_OPENAPI,
+)
+async def openai_embeddings(body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep) -> Any:
+    """OpenAI ``/embeddings`` with our access token as the API key (``LLM_EMBEDDING_MODEL`` by default)."""
+    return await embeddings.raw_embeddings(llm, db, user.id, embeddings.check_embeddings_body(body))
 
 
 @openai_api.get("/models", responses=PROVIDER_ERRORS)

@@ -118,6 +118,24 @@ class TextTaskResult(BaseModel):
     result: str | list[str]
 
 
+EMBEDDING_MAX_INPUTS = 64
+EMBEDDING_MAX_CHARS = 8_000
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = STRICT_BODY
+
+    input: list[Annotated[str, Field(min_length=1, max_length=EMBEDDING_MAX_CHARS)]] = Field(
+        min_length=1, max_length=EMBEDDING_MAX_INPUTS, description="1 to 64 texts of at most 8,000 characters"
+    )
+
+
+class EmbeddingResponse(BaseModel):
+    model: str
+    dimensions: int
+    data: list[list[float]]
+
+
 class ModelInfo(BaseModel):
     id: str
     owned_by: str | None = None

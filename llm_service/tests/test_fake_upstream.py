@@ -24,7 +24,7 @@ def test_health_models_and_key_required(fake_llm_url: str) -> None:
     assert httpx.get(fake_llm_url.removesuffix("/v1") + "/health").json()["status"] == "ok"
     assert httpx.get(f"{fake_llm_url}/models").status_code == 401
     with sdk(fake_llm_url) as client:
-        assert [m.id for m in client.models.list().data] == ["canned-chat", "canned-image"]
+        assert [m.id for m in client.models.list().data] == ["canned-chat", "canned-image", "canned-embedding"]
 
 
 def test_answers_are_deterministic_and_streams_carry_usage(fake_llm_url: str) -> None:
