@@ -2,9 +2,6 @@
 count and time and on loopback only. Every test asserts what a user would check afterwards (their
 acknowledged writes are there, errors are the 503 of docs/api.md §4s and never 500s, the service recovers
 by itself), never a timing. Run with the rest (``bash scripts/test.sh``) or alone: ``-m chaos``.
-
-Not covered yet: the LLM upstream's fault markers on embeddings (there is no embeddings endpoint
-yet, README "Status").
 """
 
 from __future__ import annotations
@@ -230,6 +227,13 @@ def test_llm_faults_through_the_openai_sdk_are_status_errors_not_500(suite: Suit
             pass
     answer = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
+    # Embeddings: a provider failure is a status error; the next call is answered.
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.embeddings.create(model="any", input=["a note [[fail:500]]"])
+    assert failed.value.status_code == 502
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="any", input=["a note [[fail:429]]"])
+    assert len(client.embeddings.create(model="any", input=["a note"]).data) == 1
 
 
 # ---------------------------------------------------------------- slow clients at the browser entry
