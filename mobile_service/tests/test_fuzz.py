@@ -11,7 +11,6 @@ points at the real one (``tests/fuzz_support.py``). Examples are few and derando
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,51 +18,19 @@ from typing import Any
 import pytest
 import schemathesis
 from schemathesis.auths import set_on_case
-from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 
 from common.config import load_settings
 from common.processes import free_port
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app
+from mobile_service.tests.fuzz_rules import exempt_checks
 from tests.fuzz_support import assert_error_shape, fuzz_schema, fuzz_settings
 
 # Only its schema is read: development settings, whatever the environment says.
 schema, served, FixtureToken = fuzz_schema(
     build_app(load_settings(MobileSettings, "mobile_service", env="development"), configure_logging=False).openapi()
 )
-
-# Answers to schema-valid input that the schema cannot express: limits set in MobileSettings and
-# docs/api.md §6 (tags counted and measured after trimming, changes per push), the sync cursor's
-# integrity, NUL in text (the app factory's PostgreSQL answer).
-DOCUMENTED_REFUSALS = re.compile(
-    r"^(Text must not contain NUL|Value error, text must not contain NUL|Value error, a tag has at most \d+ characters|Value error, at most \d+ tags"
-    r"|At most \d+ changes per push|Invalid sync cursor|If-Match must carry the record version)"
-)
-
-
-def refusal_messages(body: dict[str, Any]) -> list[str]:
-    detail = body.get("detail")
-    if isinstance(detail, str):
-        return [detail]
-    return [str(item.get("msg", "")) for item in detail or [] if isinstance(item, dict)]
-
-
-def exempt_checks(response: schemathesis.Response) -> list[Any]:
-    """The checks a documented refusal of schema-valid input skips. The upstream services are
-    down on purpose here: their 503 (``/ready`` degraded, an AI action) is the right answer."""
-    if response.status_code < 400:
-        return []
-    body = response.json()
-    if response.status_code == 503 and (body.get("status") == "degraded" or body.get("code") == "service_unavailable"):
-        return [positive_data_acceptance, not_a_server_error]
-    if response.status_code == 413 and body.get("code") == "payload_too_large":
-        # The body limit (MAX_BODY_BYTES) judges bytes, before the schema: a refusal either way.
-        return [positive_data_acceptance, negative_data_rejection]
-    messages = refusal_messages(body)
-    if messages and all(DOCUMENTED_REFUSALS.match(m) for m in messages):
-        return [positive_data_acceptance]
-    return []
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ import pytest
 import schemathesis
 from flask import Flask
 from schemathesis.auths import set_on_case
-from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
 from common.config import load_settings
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app as build_mobile_app
+from mobile_service.tests.fuzz_rules import exempt_checks
 from tests.fuzz_support import ForwardingWsgiApp, assert_error_shape, fuzz_settings
 from web_service.tests.conftest import new_account, sign_in
 
@@ -71,31 +71,6 @@ class BrowserSession:
 
 
 schema.auth(refresh_interval=None)(BrowserSession)
-
-# Answers to schema-valid input the schema cannot express (see mobile_service/tests/test_fuzz.py),
-# and web_service's own: a request without the session's CSRF token is refused (403).
-DOCUMENTED_REFUSALS = re.compile(
-    r"^(Text must not contain NUL|Value error, text must not contain NUL|Value error, a tag has at most \d+ characters"
-    r"|Value error, at most \d+ tags|At most \d+ changes per push|Invalid sync cursor"
-    r"|If-Match must carry the record version)"
-)
-
-
-def exempt_checks(response: schemathesis.Response) -> list[Any]:
-    if response.status_code < 400:
-        return []
-    body = response.json()
-    if response.status_code == 503 and body.get("code") == "service_unavailable":
-        return [positive_data_acceptance, not_a_server_error]  # mobile_service's llm_service is down here
-    if response.status_code == 413 and body.get("code") == "payload_too_large":
-        return [positive_data_acceptance, negative_data_rejection]
-    detail = body.get("detail")
-    messages = (
-        [detail] if isinstance(detail, str) else [str(i.get("msg", "")) for i in detail or [] if isinstance(i, dict)]
-    )
-    if messages and all(DOCUMENTED_REFUSALS.match(m) for m in messages):
-        return [positive_data_acceptance]
-    return []
 
 
 @pytest.fixture(scope="module")
