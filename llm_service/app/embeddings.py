@@ -9,16 +9,21 @@ from typing import Any
 from common.database import Database
 from common.errors import BadRequest
 from common.llm_client import LLMClient, Usage, estimate_tokens
-from llm_service.app.openai_compat import holds_lone_surrogate
+from llm_service.app.openai_compat import checked_json_object
 from llm_service.app.schemas import EMBEDDING_MAX_CHARS, EMBEDDING_MAX_INPUTS, EmbeddingResponse
 from llm_service.app.usage import record_usage
 
 USAGE_KIND = "embedding"
 
 
+def _estimated(texts: list[str]) -> Usage:
+    """Counts estimated here when the provider gave none."""
+    return Usage.estimate(sum(estimate_tokens(t) for t in texts), 0)
+
+
 async def embed(llm: LLMClient, db: Database, owner_id: str, texts: list[str]) -> EmbeddingResponse:
     result = await llm.embed(texts)
-    usage = result.usage or Usage.estimate(sum(estimate_tokens(t) for t in texts), 0)
+    usage = result.usage or _estimated(texts)
     await record_usage(db, owner_id, result.model, USAGE_KIND, usage)
     dimensions = len(result.vectors[0]) if result.vectors else 0
     return EmbeddingResponse(model=result.model, dimensions=dimensions, data=result.vectors)
@@ -26,10 +31,7 @@ async def embed(llm: LLMClient, db: Database, owner_id: str, texts: list[str]) -
 
 def check_embeddings_body(body: Any) -> dict[str, Any]:
     """The OpenAI body's ``input`` (a string or a list of strings) within our limits."""
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object")
-    if holds_lone_surrogate(body):
-        raise BadRequest("The body holds a lone UTF-16 surrogate (such as \\ud800): text must be valid Unicode")
+    body = checked_json_object(body)
     texts = body.get("input")
     texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
@@ -44,6 +46,6 @@ def check_embeddings_body(body: Any) -> dict[str, Any]:
 async def raw_embeddings(llm: LLMClient, db: Database, owner_id: str, body: dict[str, Any]) -> dict[str, Any]:
     answer = await llm.raw_embeddings(body)
     texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-    usage = Usage.of(answer.get("usage")) or Usage.estimate(sum(estimate_tokens(t) for t in texts), 0)
+    usage = Usage.of(answer.get("usage")) or _estimated(texts)
     await record_usage(db, owner_id, str(answer.get("model") or llm.embedding_model), "openai", usage)
     return answer

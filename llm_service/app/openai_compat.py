@@ -36,11 +36,17 @@ def holds_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
+def checked_json_object(body: Any) -> dict[str, Any]:
+    """A /v1 body: a JSON object whose strings are valid Unicode (400 otherwise)."""
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object")
     if holds_lone_surrogate(body):
         raise BadRequest("The body holds a lone UTF-16 surrogate (such as \\ud800): text must be valid Unicode")
+    return body
+
+
+def check_chat_body(body: Any, settings: LLMSettings) -> dict[str, Any]:
+    body = checked_json_object(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise BadRequest("'messages' must be a non-empty list of message objects")

@@ -208,38 +208,50 @@ async def my_usage(user: CurrentUser, db: DatabaseDep, days: Annotated[int, Quer
 
 # ---------------------------------------------------------------------------- OpenAI-compatible
 
-# The body goes to the provider as it is; /docs shows the part the gateway itself checks.
-CHAT_COMPLETIONS_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["messages"],
-                    "description": "An OpenAI chat completions request; other OpenAI fields pass through",
-                    "properties": {
-                        "model": {"type": "string", "minLength": 1},
-                        "messages": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["role"],
-                                "properties": {
-                                    "role": {"type": "string", "minLength": 1},
-                                    "content": {"type": ["string", "array", "null"]},
-                                },
-                            },
-                        },
-                        "stream": {"type": "boolean"},
-                        "stream_options": {"type": ["object", "null"]},
-                    },
-                }
-            }
+
+def passed_through_body(required: str, description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for a body that goes to the provider as it is: /docs shows the part the
+    gateway itself checks."""
+    schema = {"type": "object", "required": [required], "description": description, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+MODEL_FIELD = {"type": "string", "minLength": 1}
+CHAT_COMPLETIONS_OPENAPI = passed_through_body(
+    "messages",
+    "An OpenAI chat completions request; other OpenAI fields pass through",
+    {
+        "model": MODEL_FIELD,
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"type": "string", "minLength": 1},
+                    "content": {"type": ["string", "array", "null"]},
+                },
+            },
         },
-    }
-}
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": ["object", "null"]},
+    },
+)
+EMBEDDING_TEXT = {"type": "string", "minLength": 1, "maxLength": EMBEDDING_MAX_CHARS}
+EMBEDDINGS_OPENAPI = passed_through_body(
+    "input",
+    "An OpenAI embeddings request; other OpenAI fields pass through",
+    {
+        "model": MODEL_FIELD,
+        "input": {
+            "anyOf": [
+                EMBEDDING_TEXT,
+                {"type": "array", "minItems": 1, "maxItems": EMBEDDING_MAX_INPUTS, "items": EMBEDDING_TEXT},
+            ]
+        },
+    },
+)
 
 
 @openai_api.post(
@@ -261,36 +273,6 @@ async def chat_completions(
     if checked.get("stream"):
         return EventStreamResponse(await openai_compat.open_stream(llm, db, user.id, checked))
     return await openai_compat.complete(llm, db, user.id, checked)
-
-
-EMBEDDINGS_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["input"],
-                    "description": "An OpenAI embeddings request; other OpenAI fields pass through",
-                    "properties": {
-                        "model": {"type": "string", "minLength": 1},
-                        "input": {
-                            "anyOf": [
-                                {"type": "string", "minLength": 1, "maxLength": EMBEDDING_MAX_CHARS},
-                                {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "maxItems": EMBEDDING_MAX_INPUTS,
-                                    "items": {"type": "string", "minLength": 1, "maxLength": EMBEDDING_MAX_CHARS},
-                                },
-                            ]
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 @openai_api.post(

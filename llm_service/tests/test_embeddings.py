@@ -64,9 +64,19 @@ def test_bad_input_is_422_in_the_documented_shape(
     assert response.json()["code"] == "validation_error" and response.json()["request_id"]
 
 
-def test_a_token_is_required(client: TestClient) -> None:
-    assert client.post("/api/v1/embeddings", json={"input": ["x"]}).status_code == 401
-    assert client.post("/v1/embeddings", json={"input": ["x"]}).status_code == 401
+def test_a_valid_access_token_is_required(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]], issue_token: Callable[..., str]
+) -> None:
+    token = auth_headers()["Authorization"].split()[1]
+    head, payload, signature = token.split(".")
+    forged = {"Authorization": f"Bearer {head}.{payload}.{signature[::-1]}"}
+    refresh = {"Authorization": f"Bearer {issue_token(token_type='refresh')}"}
+    for path in ("/api/v1/embeddings", "/v1/embeddings"):
+        for headers in ({}, forged, refresh):
+            response = client.post(path, json={"input": ["x"]}, headers=headers)
+            assert response.status_code == 401, (path, headers, response.text)
+    usage = client.get("/api/v1/usage", headers={"Authorization": f"Bearer {token}"}).json()
+    assert usage["totals"]["requests"] == 0  # nothing reached the provider on the caller's account
 
 
 @pytest.mark.parametrize(("marker", "status"), [("[[fail:500]]", 502), ("[[fail:429]]", 429)])
