@@ -14,6 +14,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.auth import bearer
+
 
 def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (math.hypot(*a) * math.hypot(*b))
@@ -69,13 +71,13 @@ def test_a_valid_access_token_is_required(
 ) -> None:
     token = auth_headers()["Authorization"].split()[1]
     head, payload, signature = token.split(".")
-    forged = {"Authorization": f"Bearer {head}.{payload}.{signature[::-1]}"}
-    refresh = {"Authorization": f"Bearer {issue_token(token_type='refresh')}"}
+    forged = bearer(f"{head}.{payload}.{signature[::-1]}")
+    refresh = bearer(issue_token(token_type="refresh"))
     for path in ("/api/v1/embeddings", "/v1/embeddings"):
         for headers in ({}, forged, refresh):
             response = client.post(path, json={"input": ["x"]}, headers=headers)
             assert response.status_code == 401, (path, headers, response.text)
-    usage = client.get("/api/v1/usage", headers={"Authorization": f"Bearer {token}"}).json()
+    usage = client.get("/api/v1/usage", headers=bearer(token)).json()
     assert usage["totals"]["requests"] == 0  # nothing reached the provider on the caller's account
 
 

@@ -25,6 +25,7 @@ from common.processes import free_port
 from mobile_service.app.config import MobileSettings
 from mobile_service.main import build_app
 from mobile_service.tests.fuzz_rules import exempt_checks
+from tests.auth import bearer as auth_header
 from tests.fuzz_support import assert_error_shape, fuzz_schema, fuzz_settings
 
 # Only its schema is read: development settings, whatever the environment says.
@@ -53,7 +54,7 @@ def bearer(issue_token: Callable[..., str]) -> Iterator[str]:
 @pytest.fixture
 def own_record(mobile_app: None, bearer: str) -> dict[str, Any]:
     """A published record of the caller: valid cases aim at it instead of a random, absent id."""
-    auth = {"Authorization": f"Bearer {bearer}"}
+    auth = auth_header(bearer)
     with get_client(served) as client:
         created = client.post("/api/v1/records", json={"title": "fuzz", "content": "fuzz me"}, headers=auth)
         assert created.status_code == 201, created.text
