@@ -23,8 +23,11 @@ from typing import Any
 from bench.harness import BENCH_SECRET, BenchEnv
 
 
-async def _cost_per_request(app: Any, path: str, headers: list[tuple[bytes, bytes]], count: int) -> float:
-    """CPU microseconds per request over ``count`` sequential requests."""
+async def _cost_per_request(
+    app: Any, state: dict[str, Any], path: str, headers: list[tuple[bytes, bytes]], count: int
+) -> float:
+    """CPU microseconds per request over ``count`` sequential requests (``state``: the lifespan's,
+    copied into each request as uvicorn does)."""
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -51,7 +54,7 @@ async def _cost_per_request(app: Any, path: str, headers: list[tuple[bytes, byte
     }
     started = time.process_time()
     for _ in range(count):
-        await app(dict(scope, state={}), receive, send)
+        await app(dict(scope, state=dict(state)), receive, send)
     elapsed = time.process_time() - started
     if any(s != 200 for s in status):
         raise RuntimeError(f"{path} answered {sorted(set(status))}")
@@ -82,14 +85,14 @@ async def measure(rounds: int, count: int) -> dict[str, float]:
     ]
     app = build_app()
     best = {name: float("inf") for name, *_ in variants}
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app) as state:
         for _name, path, headers, prepare in variants:  # warm-up
             prepare()
-            await _cost_per_request(app, path, headers, 50)
+            await _cost_per_request(app, state, path, headers, 50)
         for _ in range(rounds):
             for name, path, headers, prepare in variants:
                 prepare()
-                best[name] = min(best[name], await _cost_per_request(app, path, headers, count))
+                best[name] = min(best[name], await _cost_per_request(app, state, path, headers, count))
     cache_on()
     best.update(await measure_users_me(rounds, count, settings))
     return best
@@ -106,14 +109,14 @@ async def measure_users_me(rounds: int, count: int, settings: Any) -> dict[str, 
     app = build_user_service(load_user_settings(UserSettings), configure_logging=False)
     name = "/api/v1/users/me (user_service)"
     best = float("inf")
-    async with app.router.lifespan_context(app):
-        async with app.state.db.session() as session:
+    async with app.router.lifespan_context(app) as state:
+        async with state["db"].session() as session:
             user = await create_user(session, UserCreate(username=f"cpu_{uuid.uuid4().hex[:8]}", password="x" * 12))
         token, _ = security.encode_token(settings, user.id, "user", "access")
         bearer = [(b"authorization", f"Bearer {token}".encode())]
-        await _cost_per_request(app, "/api/v1/users/me", bearer, 50)
+        await _cost_per_request(app, state, "/api/v1/users/me", bearer, 50)
         for _ in range(rounds):
-            best = min(best, await _cost_per_request(app, "/api/v1/users/me", bearer, count))
+            best = min(best, await _cost_per_request(app, state, "/api/v1/users/me", bearer, count))
     return {name: best}
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from common.app_factory import create_app
+from common.app_state import client_of
 from common.config import Settings, load_settings
 from common.deps import CurrentUser
 
@@ -25,7 +26,7 @@ async def auth_only(caller: CurrentUser) -> dict[str, str]:
 
 @router.get("/hop")
 async def hop(caller: CurrentUser, request: Request) -> JSONResponse:
-    upstream = await request.app.state.clients["user_service"].request("GET", "/api/v1/users/me", token=caller.token)
+    upstream = await client_of(request, "user_service").request("GET", "/api/v1/users/me", token=caller.token)
     return JSONResponse(upstream.json(), status_code=upstream.status_code)
 
 

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.api_clients import ServiceClient
+from common.app_state import State
 from common.cache import create_redis
 from common.config import Settings
 from common.database import Database
@@ -40,8 +41,10 @@ from common.readiness import READY_RESPONSES, ReadyBody, check_all
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[[FastAPI], Awaitable[None]]
-ReadyCheck = Callable[[FastAPI], Awaitable[None]]
+# Hooks and /ready checks get the lifespan's State (a service's subclass of it): startup hooks add
+# the service's own keys to it, shutdown hooks close them.
+Hook = Callable[[Any], Awaitable[None]]
+ReadyCheck = Callable[[Any], Awaitable[None]]
 
 
 class RequestContextMiddleware:
@@ -149,7 +152,7 @@ def create_app(
     configure_logging: bool = True,
 ) -> FastAPI:
     """Build a service's FastAPI app. ``upstreams`` names the suite services it calls
-    (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in ``app.state.clients``.
+    (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in the State's ``clients``.
     ``body_limits`` raises the body limit of single routes, by (method, path), above
     ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one."""
     if configure_logging:
@@ -162,10 +165,6 @@ def create_app(
         lifespan=resources.lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    app.state.settings = settings
-    app.state.db = None
-    app.state.redis = None
-    app.state.clients = {}
     install_error_handlers(app)
     install_middleware(app, settings, body_limits)
     install_ops_routes(app, settings, dict(ready_checks or {}))
@@ -187,44 +186,48 @@ class AppResources:
     on_shutdown: tuple[Hook, ...]
 
     @asynccontextmanager
-    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        await self._open(app)
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[State]:
+        state = await self._open()
         logger.info("%s ready on %s:%s", self.settings.service_name, self.settings.host, self.settings.port)
         try:
-            yield
+            yield state
         finally:
-            await self._close(app)
+            await self._close(state)
 
-    async def _open(self, app: FastAPI) -> None:
+    async def _open(self) -> State:
         settings = self.settings
-        app.state.db = Database(settings.database_url) if self.use_database else None
-        app.state.redis = create_redis(settings.redis_url) if self.use_redis else None
-        app.state.clients = {
-            name: ServiceClient(
-                name,
-                getattr(settings, f"{name}_url"),
-                timeout=settings.upstream_timeout_seconds,
-                connect_timeout=settings.upstream_connect_timeout_seconds,
-            )
-            for name in self.upstreams
+        state: State = {
+            "settings": settings,
+            "db": Database(settings.database_url) if self.use_database else None,
+            "redis": create_redis(settings.redis_url) if self.use_redis else None,
+            "clients": {
+                name: ServiceClient(
+                    name,
+                    getattr(settings, f"{name}_url"),
+                    timeout=settings.upstream_timeout_seconds,
+                    connect_timeout=settings.upstream_connect_timeout_seconds,
+                )
+                for name in self.upstreams
+            },
         }
-        if app.state.db is not None:
-            await app.state.db.create_all()
+        if state["db"] is not None:
+            await state["db"].create_all()
         for hook in self.on_startup:
-            await hook(app)
+            await hook(state)
+        return state
 
-    async def _close(self, app: FastAPI) -> None:
+    async def _close(self, state: State) -> None:
         for hook in reversed(self.on_shutdown):
             try:
-                await hook(app)
+                await hook(state)
             except Exception:
                 logger.exception("shutdown hook failed")
-        for client in app.state.clients.values():
+        for client in state["clients"].values():
             await client.aclose()
-        if app.state.redis is not None:
-            await app.state.redis.aclose()
-        if app.state.db is not None:
-            await app.state.db.dispose()
+        if state["redis"] is not None:
+            await state["redis"].aclose()
+        if state["db"] is not None:
+            await state["db"].dispose()
 
 
 def install_middleware(app: FastAPI, settings: Settings, body_limits: Mapping[tuple[str, str], int] | None) -> None:
@@ -248,16 +251,16 @@ def install_ops_routes(app: FastAPI, settings: Settings, ready_checks: dict[str,
 
     @app.get("/ready", tags=["ops"], response_model=ReadyBody, responses=READY_RESPONSES)
     async def ready(request: Request) -> JSONResponse:
-        state = request.app.state
+        state: State = request.scope["state"]
         probes: dict[str, Callable[[], Awaitable[Any]]] = {}
-        if state.db is not None:
-            probes["database"] = state.db.ping
-        if state.redis is not None:
-            probes["redis"] = state.redis.ping
-        for name, client in state.clients.items():
+        if state["db"] is not None:
+            probes["database"] = state["db"].ping
+        if state["redis"] is not None:
+            probes["redis"] = state["redis"].ping
+        for name, client in state["clients"].items():
             probes[name] = client.health
         for name, check in ready_checks.items():
-            probes[name] = lambda check=check: check(request.app)
+            probes[name] = lambda check=check: check(state)
         body, status = await check_all(probes)
         return JSONResponse(body, status_code=status)
 

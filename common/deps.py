@@ -27,20 +27,20 @@ __all__ = [
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with database_of(request.app).session() as session:
+    async with database_of(request).session() as session:
         yield session
 
 
 def get_database(request: Request) -> Database:
-    return database_of(request.app)
+    return database_of(request)
 
 
 def get_redis(request: Request) -> aioredis.Redis:
-    return redis_of(request.app)
+    return redis_of(request)
 
 
 def get_settings(request: Request) -> Settings:
-    return settings_of(request.app)
+    return settings_of(request)
 
 
 def client_address(request: Request) -> str:

@@ -72,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
-        settings = settings_of(request.app)
+        settings = settings_of(request)
         logger.warning("redis error: %s", type(exc).__name__)
         body = error_body(503, redis_unavailable_detail(settings.redis_url), request_id_of(request))
         return JSONResponse(body, status_code=503)

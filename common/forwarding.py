@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -38,6 +38,9 @@ from common.forwarding_rules import (
     upstream_url,
 )
 from common.logging_setup import request_id_var
+
+if TYPE_CHECKING:
+    from common.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -315,24 +318,20 @@ class ForwardingDispatch:
         await self.app(scope, receive, send)
 
 
-def install_forwarding(app: Any, config: ForwardingConfig) -> AsgiForwarder:
-    """Put the forwarding proxy in front of a FastAPI app built by ``common.app_factory``;
-    returns the forwarder, whose ``open``/``aclose`` the caller runs in the app's lifespan."""
+def install_forwarding(app: Any, settings: Settings, forwarder: AsgiForwarder) -> None:
+    """Put the forwarding proxy in front of a FastAPI app built by ``common.app_factory``; the
+    caller runs the forwarder's ``open``/``aclose`` in the app's lifespan."""
     from starlette.middleware.cors import CORSMiddleware
 
     from common.app_factory import RequestContextMiddleware, cors_options
 
-    settings = app.state.settings
-    forwarder = AsgiForwarder(config)
     forward_app: ASGIApp = forwarder
     if settings.cors_origin_list:
         forward_app = CORSMiddleware(forward_app, **cors_options(settings))
     forward_app = RequestContextMiddleware(
-        forward_app, service=settings.service_name, max_body_bytes=config.max_body_bytes
+        forward_app, service=settings.service_name, max_body_bytes=forwarder.config.max_body_bytes
     )
     app.add_middleware(ForwardingDispatch, forward_app=forward_app, routes=forwarder.routes)
-    app.state.forwarder = forwarder
-    return forwarder
 
 
 __all__ = ["AsgiForwarder", "ForwardingDispatch", "install_forwarding"]

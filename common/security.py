@@ -298,8 +298,8 @@ class TokenUser:
 
 
 async def verify_access_token(request: Request, token: str) -> TokenUser:
-    claims = decode_access_token(settings_of(request.app), token)
-    if await is_revoked(redis_of(request.app), claims):
+    claims = decode_access_token(settings_of(request), token)
+    if await is_revoked(redis_of(request), claims):
         raise InvalidToken("Token has been revoked")
     user_id_var.set(claims.sub)
     return TokenUser(id=claims.sub, role=claims.role, jti=claims.jti, exp=claims.exp, token=token)
@@ -310,7 +310,7 @@ async def current_user(
 ) -> TokenUser:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <access token>'")
-    redis_of(request.app)  # a missing Redis is a 503 before any token work
+    redis_of(request)  # a missing Redis is a 503 before any token work
     return await verify_access_token(request, credentials.credentials)
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from common.app_factory import create_app, serve
 from common.config import load_settings
 from image_service.app.config import ImageSettings
+from image_service.app.deps import ImageState
 from image_service.app.images import ImageContext
 from image_service.app.processing import DecodePool
 from image_service.app.provider import ImageProvider, provider_configured
@@ -28,35 +29,37 @@ from image_service.app.workers import GenerationWorkers
 SERVICE = "image_service"
 
 
-async def _open_images(app: FastAPI) -> None:
-    settings: ImageSettings = app.state.settings
-    app.state.images = ImageContext(
+async def _open_images(state: ImageState) -> None:
+    settings: ImageSettings = state["settings"]  # type: ignore[assignment]
+    state["images"] = ImageContext(
         storage=build_storage(settings.image_storage_dir),
         settings=settings,
         decoder=DecodePool(settings.image_decode_workers, settings.image_decode_per_user),
     )
-    app.state.provider = ImageProvider(settings)
-    app.state.generation_workers = None
+    state["provider"] = ImageProvider(settings)
+    state["generation_workers"] = None
     if settings.generation_workers_enabled and provider_configured(settings):
-        workers = GenerationWorkers(app.state.db, app.state.images, app.state.provider)
+        assert state["db"] is not None  # image_service always opens its database
+        workers = GenerationWorkers(state["db"], state["images"], state["provider"])
         await workers.start()
-        app.state.generation_workers = workers
+        state["generation_workers"] = workers
 
 
-async def _close_images(app: FastAPI) -> None:
-    workers: GenerationWorkers | None = getattr(app.state, "generation_workers", None)
+async def _close_images(state: ImageState) -> None:
+    # A startup hook that failed half-way leaves some keys unset: close what is there.
+    workers = state.get("generation_workers")
     if workers is not None:
         await workers.stop()
-    provider: ImageProvider | None = getattr(app.state, "provider", None)
+    provider = state.get("provider")
     if provider is not None:
         await provider.aclose()
-    images: ImageContext | None = getattr(app.state, "images", None)
+    images = state.get("images")
     if images is not None:
         images.decoder.close()
 
 
-async def _storage_ready(app: FastAPI) -> None:
-    await app.state.images.storage.check()
+async def _storage_ready(state: ImageState) -> None:
+    await state["images"].storage.check()
 
 
 def build_app(settings: ImageSettings | None = None, **factory_kwargs: object) -> FastAPI:

@@ -20,6 +20,7 @@ from common.config import load_settings
 from common.errors import ServiceUnavailable
 from common.llm_client import LLMClient
 from llm_service.app.config import LLMSettings
+from llm_service.app.deps import LLMState
 from llm_service.app.prompts import PromptStore
 from llm_service.app.provider_models import provider_models
 from llm_service.app.routes import api, openai_api
@@ -28,25 +29,25 @@ SERVICE = "llm_service"
 READY_PROBE_TIMEOUT_SECONDS = 3.0
 
 
-async def _open_provider(app: FastAPI) -> None:
-    settings: LLMSettings = app.state.settings
-    app.state.llm = LLMClient.from_settings(settings)
-    app.state.prompts = PromptStore(settings.prompts_dir, check_seconds=settings.prompts_check_seconds)
+async def _open_provider(state: LLMState) -> None:
+    settings: LLMSettings = state["settings"]  # type: ignore[assignment]
+    state["llm"] = LLMClient.from_settings(settings)
+    state["prompts"] = PromptStore(settings.prompts_dir, check_seconds=settings.prompts_check_seconds)
 
 
-async def _close_provider(app: FastAPI) -> None:
-    await app.state.llm.aclose()
+async def _close_provider(state: LLMState) -> None:
+    llm = state.get("llm")
+    if llm is not None:
+        await llm.aclose()
 
 
-async def _provider_ready(app: FastAPI) -> None:
+async def _provider_ready(state: LLMState) -> None:
     """``/ready``: the provider is configured and lists its models (cached, so cheap)."""
-    llm: LLMClient = app.state.llm
+    llm = state["llm"]
     if not llm.configured:
         raise ServiceUnavailable("LLM provider not configured: set LLM_API_KEY (and LLM_BASE_URL, LLM_MODEL)")
-    settings: LLMSettings = app.state.settings
-    await provider_models(
-        llm, app.state.redis, settings.models_cache_seconds, probe_timeout=READY_PROBE_TIMEOUT_SECONDS
-    )
+    settings: LLMSettings = state["settings"]  # type: ignore[assignment]
+    await provider_models(llm, state["redis"], settings.models_cache_seconds, probe_timeout=READY_PROBE_TIMEOUT_SECONDS)
 
 
 def build_app(settings: LLMSettings | None = None, **factory_kwargs: object) -> FastAPI:

@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
+from common.app_state import State
 from common.config import load_settings
-from common.forwarding import install_forwarding
+from common.forwarding import AsgiForwarder, install_forwarding
 from common.forwarding_rules import FORWARDED_SERVICES, ForwardingConfig
 from mobile_service.app.config import MobileSettings
 from mobile_service.app.routes import routers
@@ -36,27 +37,27 @@ def forwarding_config(settings: MobileSettings) -> ForwardingConfig:
     )
 
 
-async def _open_forwarder(app: FastAPI) -> None:
-    await app.state.forwarder.open()
-
-
-async def _close_forwarder(app: FastAPI) -> None:
-    await app.state.forwarder.aclose()
-
-
 def build_app(settings: MobileSettings | None = None, **factory_kwargs: object) -> FastAPI:
     settings = settings or load_settings(MobileSettings, SERVICE)
+    forwarder = AsgiForwarder(forwarding_config(settings))
+
+    async def open_forwarder(_state: State) -> None:
+        await forwarder.open()
+
+    async def close_forwarder(_state: State) -> None:
+        await forwarder.aclose()
+
     app = create_app(
         settings,
         title="mobile_service",
         description="Records, sync and publishing; the mobile app's single base URL.",
         routers=routers,
         upstreams=["llm_service"],
-        on_startup=[_open_forwarder],
-        on_shutdown=[_close_forwarder],
+        on_startup=[open_forwarder],
+        on_shutdown=[close_forwarder],
         **factory_kwargs,  # type: ignore[arg-type]
     )
-    install_forwarding(app, forwarding_config(settings))
+    install_forwarding(app, settings, forwarder)
     return app
 
 

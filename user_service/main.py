@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 
 from common.app_factory import create_app, serve
+from common.app_state import State
 from common.config import load_settings
 from user_service.app.accounts import ensure_admin
 from user_service.app.config import UserSettings
@@ -23,10 +24,10 @@ from user_service.app.routes import auth, users
 SERVICE = "user_service"
 
 
-async def _create_first_admin(app: FastAPI) -> None:
-    settings: UserSettings = app.state.settings
-    if settings.admin_username and settings.admin_password:
-        async with app.state.db.session() as session:
+async def _create_first_admin(state: State) -> None:
+    settings: UserSettings = state["settings"]  # type: ignore[assignment]
+    if settings.admin_username and settings.admin_password and state["db"] is not None:
+        async with state["db"].session() as session:
             await ensure_admin(session, settings.admin_username, settings.admin_password)
 
 

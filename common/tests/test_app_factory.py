@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from common.app_factory import create_app
+from common.app_state import client_of
 from common.config import REPO_ROOT, Settings
 from common.deps import CurrentUser
 from common.errors import Conflict, RateLimited
@@ -65,7 +66,7 @@ async def whoami(user: CurrentUser) -> dict[str, str]:
 
 @router.get("/call-upstream")
 async def call_upstream(request: Request, path: str = "/health") -> dict[str, Any]:
-    response = await request.app.state.clients["user_service"].request("GET", path, timeout=0.5)
+    response = await client_of(request, "user_service").request("GET", path, timeout=0.5)
     return {"status": response.status_code}
 
 
@@ -147,7 +148,7 @@ def test_request_id_is_passed_to_upstream_calls(build: Callable[..., Any], tiny_
 
     @echo_router.get("/echo-upstream")
     async def echo_upstream(request: Request) -> Any:
-        return (await request.app.state.clients["user_service"].request("GET", "/echo")).json()
+        return (await client_of(request, "user_service").request("GET", "/echo")).json()
 
     app = build(user_service_url=tiny_upstream)
     app.include_router(echo_router)

@@ -7,28 +7,38 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from common.app_state import settings_of
+from common.app_state import State, extra_of, settings_of
 from common.security import TokenUser, bearer_scheme, current_user
 from image_service.app.config import ImageSettings
 from image_service.app.images import ImageContext
+from image_service.app.provider import ImageProvider
 from image_service.app.storage import ImageStorage
 from image_service.app.workers import GenerationWorkers
 
 
+class ImageState(State):
+    """image_service's lifespan State: the common keys plus its storage/decoder context, the
+    generation provider and the workers (None when generation is off)."""
+
+    images: ImageContext
+    provider: ImageProvider
+    generation_workers: GenerationWorkers | None
+
+
 def get_image_context(request: Request) -> ImageContext:
-    return request.app.state.images
+    return extra_of(request, "images")
 
 
 def get_storage(request: Request) -> ImageStorage:
-    return request.app.state.images.storage
+    return get_image_context(request).storage
 
 
 def get_image_settings(request: Request) -> ImageSettings:
-    return settings_of(request.app)  # type: ignore[return-value]
+    return settings_of(request)  # type: ignore[return-value]
 
 
 def get_workers(request: Request) -> GenerationWorkers | None:
-    return getattr(request.app.state, "generation_workers", None)
+    return extra_of(request, "generation_workers")
 
 
 async def optional_user(

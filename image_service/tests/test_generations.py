@@ -106,7 +106,7 @@ def _insert_task(client: TestClient, owner_id: str, lease_owner: str, lease_expi
     task_id = str(uuid.uuid4())
 
     async def _insert() -> None:
-        async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        async with client.app_state["db"].session() as session:  # type: ignore[attr-defined]
             session.add(
                 GenerationTask(
                     id=task_id,
@@ -145,7 +145,7 @@ def test_a_dead_workers_task_is_resumed_and_a_live_lease_is_respected(
     assert resumed["status"] == "succeeded" and all(r["image_id"] for r in resumed["results"])
 
     async def _lease_of_alive() -> tuple[str | None, str]:
-        async with gen_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        async with gen_client.app_state["db"].session() as session:  # type: ignore[attr-defined]
             row = (await session.execute(select(GenerationTask).where(GenerationTask.id == alive))).scalar_one()
             return row.lease_owner, row.status
 

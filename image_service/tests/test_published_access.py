@@ -17,7 +17,7 @@ from image_service.tests.conftest import auth, png_bytes, upload
 
 def run_db(client: TestClient, work: Callable[[Any], Any]) -> Any:
     async def _run() -> Any:
-        async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        async with client.app_state["db"].session() as session:  # type: ignore[attr-defined]
             result = await work(session)
             await session.commit()
             return result

@@ -50,7 +50,7 @@ def test_two_replicas_work_each_task_once(
         assert [t["status"] for t in finished] == ["succeeded"] * 4
 
         async def _counts() -> tuple[int, int]:
-            async with first.app.state.db.session() as session:  # type: ignore[attr-defined]
+            async with first.app_state["db"].session() as session:  # type: ignore[attr-defined]
                 images = await session.scalar(
                     select(func.count()).select_from(Image).where(Image.generation_task_id.in_(task_ids))
                 )

@@ -18,7 +18,7 @@ from tests.auth import bearer
 
 
 def stored_files(client: TestClient) -> list[Path]:
-    root = Path(client.app.state.settings.image_storage_dir)  # type: ignore[attr-defined]
+    root = Path(client.app_state["settings"].image_storage_dir)  # type: ignore[attr-defined]
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
@@ -270,7 +270,7 @@ def test_client_file_names_never_reach_the_filesystem(client: TestClient, issue_
     assert response.status_code == 201
     new_files = set(stored_files(client)) - before
     assert [p.name for p in new_files] == [f"{response.json()['id']}.png"]
-    root = Path(client.app.state.settings.image_storage_dir)  # type: ignore[attr-defined]
+    root = Path(client.app_state["settings"].image_storage_dir)  # type: ignore[attr-defined]
     assert not list(root.parent.rglob("escape.png"))
 
 

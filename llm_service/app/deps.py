@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.app_state import settings_of
+from common.app_state import State, extra_of, settings_of
 from common.deps import CurrentUser, DatabaseDep, RedisDep, TokenUser
 from common.llm_client import LLMClient
 from common.rate_limit import enforce
@@ -18,16 +18,23 @@ from llm_service.app.prompts import PromptStore
 RATE_WINDOW_SECONDS = 60
 
 
+class LLMState(State):
+    """llm_service's lifespan State: the common keys plus the provider client and the prompts."""
+
+    llm: LLMClient
+    prompts: PromptStore
+
+
 def llm_settings(request: Request) -> LLMSettings:
-    return settings_of(request.app)  # type: ignore[return-value]
+    return settings_of(request)  # type: ignore[return-value]
 
 
 def llm_client(request: Request) -> LLMClient:
-    return request.app.state.llm
+    return extra_of(request, "llm")
 
 
 def prompt_store(request: Request) -> PromptStore:
-    return request.app.state.prompts
+    return extra_of(request, "prompts")
 
 
 LLMSettingsDep = Annotated[LLMSettings, Depends(llm_settings)]

@@ -78,11 +78,10 @@ def test_expired_sessions_do_not_count_against_the_cap(
 ) -> None:
     me = auth_headers()
     with TestClient(llm_app_factory(chat_max_sessions_per_user=2)) as c:
-        app = c.app
         gone = new_session(c, me)
         kept = new_session(c, me, persistent=True)
         # The session's keys vanish as at expiry; its id stays in the index until pruned.
-        redis = app.state.redis  # type: ignore[attr-defined]
+        redis = c.app_state["redis"]
         c.portal.call(redis.delete, f"chat:session:{gone}", f"chat:messages:{gone}")  # type: ignore[union-attr]
         assert new_session(c, me)
         listed = {s["id"] for s in c.get("/api/v1/chat/sessions", headers=me).json()["data"]}

@@ -146,7 +146,7 @@ def test_record_ids_bring_in_only_the_callers_records(
     theirs = Record(owner_id=other_id, title="Secret", content="The other user's diary.")
 
     async def seed() -> None:
-        async with client.app.state.db.session() as session:
+        async with client.app_state["db"].session() as session:
             session.add_all([mine, theirs])
             await session.commit()
 

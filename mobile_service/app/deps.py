@@ -12,11 +12,11 @@ from mobile_service.app.config import MobileSettings
 
 
 def mobile_settings(request: Request) -> MobileSettings:
-    return settings_of(request.app)  # type: ignore[return-value]
+    return settings_of(request)  # type: ignore[return-value]
 
 
 def llm_service(request: Request) -> ServiceClient:
-    return client_of(request.app, "llm_service")
+    return client_of(request, "llm_service")
 
 
 MobileSettingsDep = Annotated[MobileSettings, Depends(mobile_settings)]

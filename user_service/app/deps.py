@@ -11,7 +11,7 @@ from user_service.app.config import UserSettings
 
 
 def user_settings(request: Request) -> UserSettings:
-    return settings_of(request.app)  # type: ignore[return-value]
+    return settings_of(request)  # type: ignore[return-value]
 
 
 UserSettingsDep = Annotated[UserSettings, Depends(user_settings)]

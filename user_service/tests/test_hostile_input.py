@@ -143,7 +143,7 @@ def test_a_large_but_allowed_body_still_works(client: TestClient) -> None:
 
 
 def _settings(client: TestClient) -> Any:
-    return client.app.state.settings  # type: ignore[attr-defined]
+    return client.app_state["settings"]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")

@@ -120,13 +120,13 @@ def test_bcrypt_hash_verifies_and_is_upgraded_to_argon2(client: TestClient, auth
     assert legacy.startswith("$2b$")
 
     async def set_hash(value: str) -> None:
-        async with client.app.state.db.session() as session:
+        async with client.app_state["db"].session() as session:
             row = await session.get(User, user["id"])
             row.password_hash = value
             await session.commit()
 
     async def read_hash() -> str:
-        async with client.app.state.db.session() as session:
+        async with client.app_state["db"].session() as session:
             return (await session.execute(select(User.password_hash).where(User.id == user["id"]))).scalar_one()
 
     client.portal.call(set_hash, legacy)  # type: ignore[union-attr]
@@ -190,8 +190,12 @@ def test_cli_creates_an_admin_in_a_fresh_database(
 def _concurrent_logins(client: TestClient, username: str, passwords: list[str]) -> list[int]:
     """Send the logins all at once into the app's own event loop; their status codes, in order."""
 
+    async def with_lifespan_state(scope: Any, receive: Any, send: Any) -> None:
+        # httpx's ASGI transport does not pass the lifespan's State on; TestClient holds it.
+        await client.app(dict(scope, state=dict(client.app_state)), receive, send)
+
     async def _burst() -> list[int]:
-        transport = httpx.ASGITransport(app=client.app, client=("198.51.100.7", 40000))
+        transport = httpx.ASGITransport(app=with_lifespan_state, client=("198.51.100.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://user-service.test") as http:
             answers = await asyncio.gather(
                 *(http.post("/api/v1/auth/login", json={"username": username, "password": p}) for p in passwords)

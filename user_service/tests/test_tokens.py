@@ -176,7 +176,7 @@ def test_me_refuses_an_account_deactivated_or_removed_behind_its_back(client: Te
     assert set(auth.me(tokens).json()) == USER_FIELDS
 
     async def change_rows() -> None:
-        async with client.app.state.db.session() as session:
+        async with client.app_state["db"].session() as session:
             await session.execute(update(User).where(User.id == user["id"]).values(is_active=False))
             await session.execute(delete(User).where(User.id == other["id"]))
             await session.commit()
