@@ -1,11 +1,14 @@
 """Data access of image_service: images, generation tasks and results, and the one read of the
-shared ``records`` table. Every query of user data carries its owner in the WHERE clause."""
+shared ``records`` table. Every query of user data carries its owner in the WHERE clause.
+fastcrud's ``FastCRUD`` serves the existence checks and counts; the ORM rows that writes change,
+the pages (``common.pagination.paginate``) and the lease statements are written out here."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
 
+from fastcrud import FastCRUD
 from sqlalchemy import ColumnElement, String, and_, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +31,9 @@ from common.models.record import VISIBILITY_PUBLIC, Record
 from common.pagination import paginate
 
 DONE_RESULTS = (RESULT_SUCCEEDED, RESULT_FAILED)
+
+crud_tasks: FastCRUD = FastCRUD(GenerationTask)
+crud_records: FastCRUD = FastCRUD(Record)
 
 # Ids are server-made UUIDs (or client UUIDs for records): anything else cannot exist.
 ID_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,36}$")
@@ -72,10 +78,7 @@ async def record_is_owned(session: AsyncSession, owner_id: str, record_id: str) 
     """The record exists, is not deleted and belongs to ``owner_id``."""
     if not is_valid_id(record_id):
         return False
-    found = await session.execute(
-        select(Record.id).where(Record.id == record_id, Record.owner_id == owner_id, Record.deleted_at.is_(None))
-    )
-    return found.first() is not None
+    return await crud_records.exists(session, id=record_id, owner_id=owner_id, deleted_at=None)
 
 
 async def is_published_attachment(session: AsyncSession, image: Image) -> bool:
@@ -119,12 +122,7 @@ async def list_tasks(session: AsyncSession, owner_id: str, offset: int, limit: i
 
 
 async def count_unfinished_tasks(session: AsyncSession, owner_id: str) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(GenerationTask)
-        .where(GenerationTask.owner_id == owner_id, GenerationTask.status.in_(TASK_UNFINISHED))
-    )
-    return int(count or 0)
+    return await crud_tasks.count(session, owner_id=owner_id, status__in=list(TASK_UNFINISHED))
 
 
 async def results_of(session: AsyncSession, task_ids: list[str]) -> dict[str, list[GenerationResult]]:

@@ -47,7 +47,7 @@ from common.models.record import (
 from common.pagination import paginate
 from mobile_service.app.schemas import RecordRead
 
-crud_records: FastCRUD = FastCRUD(Record)
+crud_records: FastCRUD[Record, Any, Any, Any, Any, RecordRead] = FastCRUD(Record)
 
 SORTABLE = {"updated_at", "created_at", "title"}
 TRIGRAM = 3  # FTS5's trigram tokenizer needs at least three characters per term

@@ -1,4 +1,6 @@
-"""Data access for accounts: the FastCRUD instance and the few hand-written queries."""
+"""Data access for accounts: fastcrud's typed ``FastCRUD`` over ``users`` for the admin page,
+existence checks and counts, and hand-written statements only where it cannot serve (the ORM
+rows a write changes, the compiled hot read of ``/users/me``)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,15 @@ import uuid
 from typing import Any
 
 from fastcrud import FastCRUD
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.database import Database
 from common.models.user import User
-from user_service.app.schemas import UserRead
+from user_service.app.schemas import UserAdminUpdate, UserCreate, UserRead
 
-crud_users: FastCRUD = FastCRUD(User)
+# FastCRUD[model, create, update, update-internal, delete, select]: the schemas it would validate.
+crud_users: FastCRUD[User, UserCreate, UserAdminUpdate, UserAdminUpdate, UserRead, UserRead] = FastCRUD(User)
 
 
 def is_uuid(value: str) -> bool:
@@ -46,12 +49,17 @@ async def get_public_user_quick(db: Database, user_id: str) -> dict[str, Any] | 
     return rows[0] if rows else None
 
 
+async def list_users(session: AsyncSession, offset: int, limit: int) -> tuple[list[UserRead], int]:
+    """(a page of users, oldest first, the total) through fastcrud's ``get_multi``."""
+    page = await crud_users.get_multi(
+        session, offset=offset, limit=limit, schema_to_select=UserRead, sort_columns="created_at", sort_orders="asc"
+    )
+    return [UserRead.model_validate(row) for row in page["data"]], page["total_count"]
+
+
 async def other_active_admins(session: AsyncSession, user_id: str) -> int:
     """How many active admins there are besides ``user_id``."""
-    found = await session.execute(
-        select(func.count()).select_from(User).where(User.role == "admin", User.is_active.is_(True), User.id != user_id)
-    )
-    return int(found.scalar_one())
+    return await crud_users.count(session, role="admin", is_active=True, id__ne=user_id)
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
@@ -61,12 +69,8 @@ async def get_user_by_username(session: AsyncSession, username: str) -> User | N
 
 async def username_or_email_taken(session: AsyncSession, username: str | None, email: str | None) -> str | None:
     """Name the field that is already taken, if any."""
-    if username:
-        found = await session.execute(select(User.id).where(User.username_key == username.lower()))
-        if found.first():
-            return "username"
-    if email:
-        found = await session.execute(select(User.id).where(User.email_key == email.lower()))
-        if found.first():
-            return "email"
+    if username and await crud_users.exists(session, username_key=username.lower()):
+        return "username"
+    if email and await crud_users.exists(session, email_key=email.lower()):
+        return "email"
     return None

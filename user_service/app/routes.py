@@ -8,8 +8,7 @@ from fastapi import APIRouter, Body, Form, Request, Response, status
 
 from common.deps import AdminUser, CurrentUser, DatabaseDep, RedisDep, SessionDep, client_address
 from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
-from user_service.app import accounts
-from user_service.app.crud import crud_users
+from user_service.app import accounts, crud
 from user_service.app.deps import UserSettingsDep
 from user_service.app.schemas import (
     LoginRequest,
@@ -96,11 +95,8 @@ async def change_password(
 async def list_users(
     _admin: AdminUser, session: SessionDep, offset: Offset = 0, limit: Limit = DEFAULT_LIMIT
 ) -> Page[UserRead]:
-    page = await crud_users.get_multi(
-        session, offset=offset, limit=limit, schema_to_select=UserRead, sort_columns="created_at", sort_orders="asc"
-    )
-    rows = [UserRead.model_validate(row) for row in page["data"]]
-    return page_of(rows, page["total_count"], offset, limit)
+    rows, total = await crud.list_users(session, offset, limit)
+    return page_of(rows, total, offset, limit)
 
 
 @users.patch("/{user_id}", response_model=UserRead, summary="Change a user's role or active flag (admin)")
