@@ -19,6 +19,13 @@ quoted line, ``summar…`` gets a short summary, ``polish``/``rewrite`` gets the
 chat gets a canned reply naming what it received. ``[[echo]]`` in the last user message answers
 with the JSON list of messages the model was sent (to test the context a caller builds).
 
+Grounded answers: a system message with a ``Sources:`` line followed by ``[n] title`` blocks (each
+block's text on the lines below it) takes precedence over the task: the sources are ranked by the
+features they share with the last user message (the embeddings' features, stopwords left out) and
+the answer is ``From your records: <best source's first sentence> [n]``, plus `` See also [m].`` when
+a second source shares a feature; with none, exactly ``I could not find anything about this in your
+records.``
+
 Error injection, by markers in the last user message (chat) or the prompt (images):
 
 - ``[[fail:500]]`` / ``[[fail:429]]`` (any status; embeddings: in any input): that status with an OpenAI error body;
@@ -42,6 +49,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -142,6 +150,15 @@ STOPWORDS = frozenset(
         "also",
     ]
 )
+# Grounded answers leave these out of the overlap: question words on top of the stopwords, and CJK
+# function characters (a feature made only of them, e.g. 哪里 or 我的, matches nothing).
+QUESTION_STOPWORDS = STOPWORDS | {"what", "which", "who", "whom", "whose", "how", "when", "where", "why", "am"}
+CJK_STOP_CHARS = frozenset("的了在是我你他她它们吗呢吧啊呀哪里儿什么怎和与或有这那个一不也就都")
+SOURCES_HEADER = "Sources:"
+SOURCE_START_RE = re.compile(r"\[(\d+)\](?:[ \t](.*))?")
+SENTENCE_RE = re.compile(r".*?(?:[.!?](?=\s|$)|[。！？])")
+SNIPPET_CHARS = 200
+NO_ANSWER = "I could not find anything about this in your records."
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -230,6 +247,9 @@ def canned_answer(messages: list[dict[str, Any]]) -> str:
     last_user = user_texts[-1] if user_texts else ""
     if "[[echo]]" in last_user:
         return json.dumps([{"role": m.get("role"), "content": text_of(m.get("content"))} for m in messages])
+    sources = prompt_sources(messages)
+    if sources:
+        return grounded_answer(last_user, sources)
     # Only the first system message says what the task is (later ones may carry the user's data).
     instructions = next((text_of(m.get("content")) for m in messages if m.get("role") == "system"), "")
     task = detect_task(instructions) if instructions else "chat"
@@ -248,6 +268,73 @@ def canned_answer(messages: list[dict[str, Any]]) -> str:
         return polished if polished.endswith((".", "!", "?")) or not polished else polished + "."
     snippet = " ".join(words[:12])
     return f"This is a canned reply from the development upstream. You said: {snippet}. ({len(messages)} messages received.)"
+
+
+# ---------------------------------------------------------------------------- grounded answers
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ``[n] title`` block of a prompt's ``Sources:`` section."""
+
+    number: int
+    title: str
+    text: str
+
+
+def parse_sources(content: str) -> list[Source]:
+    """The numbered blocks after the first ``Sources:`` line (a later one may be part of a record's text)."""
+    lines = content.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == SOURCES_HEADER), None)
+    if start is None:
+        return []
+    blocks: list[tuple[int, str, list[str]]] = []
+    for line in lines[start + 1 :]:
+        match = SOURCE_START_RE.fullmatch(line)
+        if match:
+            blocks.append((int(match.group(1)), (match.group(2) or "").strip(), []))
+        elif blocks:
+            blocks[-1][2].append(line)
+    return [Source(number, title, "\n".join(body)) for number, title, body in blocks]
+
+
+def prompt_sources(messages: list[dict[str, Any]]) -> list[Source]:
+    """The sources of the first system message that has any: only such a prompt asks for a grounded answer."""
+    for message in messages:
+        if message.get("role") == "system":
+            sources = parse_sources(text_of(message.get("content")))
+            if sources:
+                return sources
+    return []
+
+
+def is_stop_feature(feature: str) -> bool:
+    """Stopwords and CJK features made only of function characters say nothing about the topic."""
+    return feature in QUESTION_STOPWORDS or all(c in CJK_STOP_CHARS for c in feature)
+
+
+def topic_features(text: str) -> set[str]:
+    """The embeddings' features of a text without the stopwords, so overlap means a shared topic."""
+    return {f for f in embedding_features(text) if not is_stop_feature(f)}
+
+
+def first_sentence(text: str) -> str:
+    """A source's first sentence (at most ``SNIPPET_CHARS`` characters), whitespace collapsed, to quote it."""
+    collapsed = " ".join(text.split())
+    match = SENTENCE_RE.match(collapsed)
+    return (match.group(0) if match else collapsed)[:SNIPPET_CHARS]
+
+
+def grounded_answer(question: str, sources: list[Source]) -> str:
+    """Cite the source sharing most features with the question (ties: prompt order), and a runner-up."""
+    wanted = topic_features(question)
+    scored = [(len(wanted & topic_features(f"{s.title}\n{s.text}")), s) for s in sources]
+    relevant = [s for score, s in sorted(scored, key=lambda pair: -pair[0]) if score > 0]
+    if not relevant:
+        return NO_ANSWER
+    best = relevant[0]
+    answer = f"From your records: {first_sentence(best.text or best.title)} [{best.number}]"
+    return f"{answer} See also [{relevant[1].number}]." if len(relevant) > 1 else answer
 
 
 def reply_chunks(answer: str) -> list[str]:
