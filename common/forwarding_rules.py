@@ -28,7 +28,7 @@ class ForwardRoute:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
 
-# SPEC §6: the mobile app's (and the browser's) one base URL forwards these to their owners.
+# docs/api.md §6: the mobile app's (and the browser's) one base URL forwards these to their owners.
 FORWARD_ROUTES: tuple[ForwardRoute, ...] = (
     ForwardRoute("/api/v1/auth", "user_service"),
     ForwardRoute("/api/v1/users", "user_service"),
@@ -36,6 +36,8 @@ FORWARD_ROUTES: tuple[ForwardRoute, ...] = (
     ForwardRoute("/api/v1/text", "llm_service", long_running=True),
     ForwardRoute("/api/v1/models", "llm_service", long_running=True),
     ForwardRoute("/api/v1/usage", "llm_service"),
+    ForwardRoute("/api/v1/ask", "llm_service", long_running=True),
+    ForwardRoute("/api/v1/index", "llm_service", long_running=True),
     ForwardRoute("/api/v1/images", "image_service"),
     ForwardRoute("/api/v1/generations", "image_service", long_running=True),
 )
@@ -67,7 +69,7 @@ def has_dot_segments(path: str) -> bool:
     """Whether ``path`` holds a ``.`` or ``..`` segment, percent-encoded (even twice) or not.
 
     Such a path is never forwarded: an HTTP client or the upstream would resolve it after the
-    routing decision was made on the unresolved text (SPEC §6)."""
+    routing decision was made on the unresolved text (docs/api.md §6)."""
     text = path
     for _ in range(3):
         decoded = urllib.parse.unquote(text)

@@ -33,6 +33,8 @@ Error injection, by markers in the last user message (chat) or the prompt (image
 - ``[[slow:SECONDS]]``: wait that long before answering
 - ``[[cut]]`` (streams): a few chunks, then the connection closes without ``[DONE]``
 - ``[[drip:SECONDS]]`` (streams): wait that long before each chunk (to test a client leaving mid-answer)
+- ``[[flaky:N]]`` (chat, embeddings): the first N calls with exactly this text answer 503, later ones
+  succeed (an outage that ends)
 - ``[[fail-result:I]]`` (images): fail with 500 only requests whose ``X-Result-Index`` header is ``I``
 """
 
@@ -73,6 +75,9 @@ FAIL_RE = re.compile(r"\[\[fail:(\d{3})\]\]")
 SLOW_RE = re.compile(r"\[\[slow:(\d+(?:\.\d+)?)\]\]")
 DRIP_RE = re.compile(r"\[\[drip:(\d+(?:\.\d+)?)\]\]")
 FAIL_RESULT_RE = re.compile(r"\[\[fail-result:(\d+)\]\]")
+FLAKY_RE = re.compile(r"\[\[flaky:(\d+)\]\]")
+# Calls seen per text carrying a ``[[flaky:N]]`` marker (this process's memory).
+_flaky_calls: Counter[str] = Counter()
 MARKER_RE = re.compile(r"\[\[[a-z-]+(?::[^\]]*)?\]\]")
 WORD_RE = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 STOPWORDS = frozenset(
@@ -194,10 +199,23 @@ def count_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+def flaky_failure(text: str) -> Response | None:
+    """``[[flaky:N]]``: the first N calls with this exact text fail with 503, later ones succeed
+    (an outage that ends, for retry tests)."""
+    match = FLAKY_RE.search(text)
+    if not match:
+        return None
+    key = hashlib.sha256(text.encode()).hexdigest()
+    _flaky_calls[key] += 1
+    if _flaky_calls[key] > int(match.group(1)):
+        return None
+    return openai_error(503, f"Injected outage (call {_flaky_calls[key]} of {match.group(1)})", "server_error")
+
+
 def injected_failure(text: str) -> Response | None:
     match = FAIL_RE.search(text)
     if not match:
-        return None
+        return flaky_failure(text)
     status = int(match.group(1))
     if status == 429:
         return openai_error(

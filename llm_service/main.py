@@ -19,8 +19,11 @@ from common.app_factory import create_app, serve
 from common.config import load_settings
 from common.errors import ServiceUnavailable
 from common.llm_client import LLMClient
+from common.record_index.vectors import VectorIndex
 from llm_service.app.config import LLMSettings
 from llm_service.app.deps import LLMState
+from llm_service.app.index_routes import index_api
+from llm_service.app.indexer import RecordIndexer
 from llm_service.app.prompts import PromptStore
 from llm_service.app.provider_models import provider_models
 from llm_service.app.routes import api, openai_api
@@ -33,9 +36,18 @@ async def _open_provider(state: LLMState) -> None:
     settings: LLMSettings = state["settings"]  # type: ignore[assignment]
     state["llm"] = LLMClient.from_settings(settings)
     state["prompts"] = PromptStore(settings.prompts_dir, check_seconds=settings.prompts_check_seconds)
+    state["vectors"] = VectorIndex()
+    state["indexer"] = None
+    if settings.index_enabled and state["llm"].configured and state["db"] is not None:
+        indexer = RecordIndexer(state["db"], state["llm"], settings)
+        await indexer.start()
+        state["indexer"] = indexer
 
 
 async def _close_provider(state: LLMState) -> None:
+    indexer = state.get("indexer")
+    if indexer is not None:
+        await indexer.stop()
     llm = state.get("llm")
     if llm is not None:
         await llm.aclose()
@@ -56,7 +68,7 @@ def build_app(settings: LLMSettings | None = None, **factory_kwargs: object) -> 
         settings,
         title="llm_service",
         description="LLM gateway: chat sessions, text tasks, token usage and an OpenAI-compatible API.",
-        routers=[api, openai_api],
+        routers=[api, index_api, openai_api],
         on_startup=[_open_provider],
         on_shutdown=[_close_provider],
         ready_checks={"llm_provider": _provider_ready},

@@ -60,6 +60,21 @@ class LLMSettings(Settings):
     text_tag_max_chars: int = 32
     text_title_max_chars: int = 200
 
+    # The record index (docs/api.md §15): background indexing of every record, in every process.
+    index_enabled: bool = True
+    index_worker_id: str | None = None  # default: "<hostname>:<port>:index"
+    index_max_active: int = Field(default=4, ge=1)  # records embedded at once per process
+    index_poll_seconds: float = 0.5
+    index_lease_seconds: float = 60.0
+    index_max_attempts: int = Field(default=5, ge=1)  # then ``failed``, retried much later
+    index_retry_base_seconds: float = 2.0  # doubled after each failed attempt
+    index_failed_retry_seconds: float = 600.0
+    # Retrieval: chunks below this cosine similarity are not "relevant" (search, /ask, chat).
+    index_min_score: float = 0.05
+    index_search_limit: int = 100  # records a semantic search considers at most
+    index_search_rate_limit_per_minute: int = 300  # query embeddings per user (search, related)
+    ask_max_source_chars: int = 1500  # of each numbered source the model sees
+
     # Per-user limit on calls that reach the provider (chat messages, text tasks, /v1/chat/completions)
     llm_rate_limit_per_minute: int = 60
 

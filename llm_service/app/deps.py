@@ -10,19 +10,26 @@ from common.app_state import State, extra_of, settings_of
 from common.deps import CurrentUser, DatabaseDep, RedisDep, TokenUser
 from common.llm_client import LLMClient
 from common.rate_limit import enforce
+from common.record_index.vectors import VectorIndex
+from llm_service.app.ask import AskService
 from llm_service.app.chat import ChatService
 from llm_service.app.chat_store import ChatStore
 from llm_service.app.config import LLMSettings
+from llm_service.app.indexer import RecordIndexer
 from llm_service.app.prompts import PromptStore
+from llm_service.app.retrieval import Retrieval
 
 RATE_WINDOW_SECONDS = 60
 
 
 class LLMState(State):
-    """llm_service's lifespan State: the common keys plus the provider client and the prompts."""
+    """llm_service's lifespan State: the common keys plus the provider client, the prompts, the
+    per-process cache of owners' vectors and the record indexer (None when switched off)."""
 
     llm: LLMClient
     prompts: PromptStore
+    vectors: VectorIndex
+    indexer: RecordIndexer | None
 
 
 def llm_settings(request: Request) -> LLMSettings:
@@ -72,3 +79,32 @@ async def rate_limited_user(user: CurrentUser, redis: RedisDep, settings: LLMSet
 
 
 LLMUser = Annotated[TokenUser, Depends(rate_limited_user)]
+
+
+async def search_limited_user(user: CurrentUser, redis: RedisDep, settings: LLMSettingsDep) -> TokenUser:
+    """The caller, counted against the (higher) per-user limit of query embeddings (429 beyond)."""
+    await enforce(
+        redis,
+        f"rl:index:{user.id}",
+        settings.index_search_rate_limit_per_minute,
+        RATE_WINDOW_SECONDS,
+        "searches of the record index per user",
+    )
+    return user
+
+
+SearchUser = Annotated[TokenUser, Depends(search_limited_user)]
+
+
+def retrieval(request: Request, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> Retrieval:
+    return Retrieval(db, llm, settings, extra_of(request, "vectors"))
+
+
+RetrievalDep = Annotated[Retrieval, Depends(retrieval)]
+
+
+def ask_service(retrieval: RetrievalDep, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> AskService:
+    return AskService(retrieval, llm, db, settings.ask_max_source_chars)
+
+
+AskServiceDep = Annotated[AskService, Depends(ask_service)]

@@ -16,14 +16,14 @@ from llm_service.app.usage import record_usage
 USAGE_KIND = "embedding"
 
 
-def _estimated(texts: list[str]) -> Usage:
+def estimated_usage(texts: list[str]) -> Usage:
     """Counts estimated here when the provider gave none."""
     return Usage.estimate(sum(estimate_tokens(t) for t in texts), 0)
 
 
 async def embed(llm: LLMClient, db: Database, owner_id: str, texts: list[str]) -> EmbeddingResponse:
     result = await llm.embed(texts)
-    usage = result.usage or _estimated(texts)
+    usage = result.usage or estimated_usage(texts)
     await record_usage(db, owner_id, result.model, USAGE_KIND, usage)
     dimensions = len(result.vectors[0]) if result.vectors else 0
     return EmbeddingResponse(model=result.model, dimensions=dimensions, data=result.vectors)
@@ -46,6 +46,6 @@ def check_embeddings_body(body: Any) -> dict[str, Any]:
 async def raw_embeddings(llm: LLMClient, db: Database, owner_id: str, body: dict[str, Any]) -> dict[str, Any]:
     answer = await llm.raw_embeddings(body)
     texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-    usage = Usage.of(answer.get("usage")) or _estimated(texts)
+    usage = Usage.of(answer.get("usage")) or estimated_usage(texts)
     await record_usage(db, owner_id, str(answer.get("model") or llm.embedding_model), "openai", usage)
     return answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from common.errors import error_responses_with
 
@@ -134,6 +134,72 @@ class EmbeddingResponse(BaseModel):
     model: str
     dimensions: int
     data: list[list[float]]
+
+
+QUESTION_MAX = 2_000
+TAG_MAX = 32
+
+
+class Citation(BaseModel):
+    n: int = Field(description="The source's number, as the answer cites it: [n]")
+    record_id: str
+    title: str
+    snippet: str
+
+
+class AskRequest(BaseModel):
+    # Not strict as a whole: JSON Schema's integer includes 6.0, which strict mode refuses.
+    model_config = ConfigDict(extra="ignore")
+
+    question: str = Field(min_length=1, max_length=QUESTION_MAX)
+    stream: StrictBool = False
+    limit: int = Field(default=6, ge=1, le=20, description="Sources retrieved (1 to 20)")
+    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX, description="Only records with this tag")
+
+
+class AskResponse(BaseModel):
+    answer: str
+    citations: list[Citation] = Field(description="The retrieved sources the answer cites; empty when none")
+    usage: UsageRead
+
+
+class IndexSearchRequest(BaseModel):
+    # Not strict as a whole: JSON Schema's integer includes 6.0, which strict mode refuses.
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(min_length=1, max_length=QUESTION_MAX)
+    limit: int = Field(default=20, ge=1, le=100)
+    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX)
+
+
+class IndexHit(BaseModel):
+    record_id: str
+    title: str
+    score: float = Field(description="Cosine similarity of the record's best chunk to the query")
+    snippet: str
+
+
+class IndexSearchResponse(BaseModel):
+    model: str
+    data: list[IndexHit]
+
+
+class RelatedHit(BaseModel):
+    record_id: str
+    score: float
+
+
+class RelatedResponse(BaseModel):
+    data: list[RelatedHit]
+
+
+class IndexStatusRead(BaseModel):
+    records: int = Field(description="The caller's live records")
+    indexed: int = Field(description="Indexed with the current model at their current text")
+    pending: int = Field(description="Waiting to be (re-)indexed")
+    failed: int = Field(description="Failed repeatedly; retried later")
+    model: str
+    dimensions: int | None = Field(description="Of the stored vectors; null before the first is stored")
 
 
 class ModelInfo(BaseModel):

@@ -24,18 +24,17 @@ def _input_text(task: AiTask, title: str, content: str) -> str:
     return f"{title}\n\n{content}".strip()
 
 
-async def _call_llm(
-    client: ServiceClient, user: TokenUser, task: AiTask, text: str, language: str | None, timeout: float
-) -> Any:
-    response = await client.request(
-        "POST", f"/api/v1/text/{task}", token=user.token, json={"text": text, "language": language}, timeout=timeout
-    )
+async def call_llm_service(
+    client: ServiceClient, user: TokenUser, method: str, path: str, *, timeout: float, json: Any = None
+) -> dict[str, Any]:
+    """One call to llm_service with the caller's token; its JSON object, or its error passed on
+    (status, code, detail, Retry-After) as the error shape of docs/api.md §4."""
+    response = await client.request(method, path, token=user.token, json=json, timeout=timeout)
     try:
         body = response.json()
     except ValueError:
         body = None
     if response.status_code != 200:
-        # llm_service speaks the error shape of docs/api.md §4: pass its status, code and detail on.
         if isinstance(body, dict) and "code" in body:
             error = AppError(body.get("detail"), code=str(body["code"]))
             error.status_code = response.status_code if response.status_code >= 400 else 502
@@ -46,7 +45,18 @@ async def _call_llm(
                 error.headers["Retry-After"] = retry_after
             raise error
         raise UpstreamError(f"llm_service answered {response.status_code}")
-    if not isinstance(body, dict) or "result" not in body:
+    if not isinstance(body, dict):
+        raise UpstreamError("llm_service answered something other than a JSON object")
+    return body
+
+
+async def _call_llm(
+    client: ServiceClient, user: TokenUser, task: AiTask, text: str, language: str | None, timeout: float
+) -> Any:
+    body = await call_llm_service(
+        client, user, "POST", f"/api/v1/text/{task}", timeout=timeout, json={"text": text, "language": language}
+    )
+    if "result" not in body:
         raise UpstreamError("llm_service answered without a result")
     return body["result"]
 

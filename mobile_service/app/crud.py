@@ -45,6 +45,7 @@ from common.models.record import (
     rebuild_sqlite_search_index_sql,
 )
 from common.pagination import paginate
+from common.record_index import store as index_store
 from mobile_service.app.schemas import RecordRead
 
 crud_records: FastCRUD[Record, Any, Any, Any, Any, RecordRead] = FastCRUD(Record)
@@ -113,6 +114,16 @@ async def next_change_seq(session: AsyncSession, owner_id: str) -> int:
 async def current_change_seq(session: AsyncSession, owner_id: str) -> int:
     found = await session.execute(select(RecordChangeCounter.value).where(RecordChangeCounter.id == owner_id))
     return int(found.scalar_one_or_none() or 0)
+
+
+async def reindex_text(session: AsyncSession, record: Record) -> None:
+    """Inside a write that changed the record's text (or deleted it): the SQLite CJK index now,
+    the semantic index marked pending (or, for a tombstone, its chunks removed at once)."""
+    await reindex_cjk(session, record.id, record.title, record.content)
+    if record.deleted_at is None:
+        await index_store.mark_pending(session, record)
+    else:
+        await index_store.forget_record(session, record.owner_id, record.id)
 
 
 async def reindex_cjk(session: AsyncSession, record_id: str, title: str, content: str) -> None:
@@ -187,6 +198,16 @@ def _filters(filters: ListFilters, *, owner_unindexed: bool = False) -> list[Col
         )
         where.append(Record.id.in_(tagged))
     return where
+
+
+async def live_by_ids(session: AsyncSession, filters: ListFilters, record_ids: list[str]) -> dict[str, RecordRead]:
+    """Those of ``record_ids`` that are the owner's live records passing ``filters``, by id."""
+    if not record_ids:
+        return {}
+    rows = await session.execute(select(Record).where(*_filters(filters), Record.id.in_(record_ids)))
+    found = {row.id: RecordRead.model_validate(row) for row in rows.scalars()}
+    await end_read(session)
+    return found
 
 
 def parse_sort(sort: str) -> tuple[str, str]:

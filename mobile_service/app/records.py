@@ -127,7 +127,7 @@ async def create_record(session: AsyncSession, owner_id: str, data: RecordCreate
         try:
             await session.flush()
             await crud.replace_tags(session, record)
-            await crud.reindex_cjk(session, record.id, record.title, record.content)
+            await crud.reindex_text(session, record)
             await session.commit()
         except IntegrityError as exc:  # another process created the same id first
             await session.rollback()
@@ -170,7 +170,7 @@ async def update_record(
                 await crud.replace_tags(session, record)
             if "title" in changes or "content" in changes:
                 await session.flush()
-                await crud.reindex_cjk(session, record.id, record.title, record.content)
+                await crud.reindex_text(session, record)
             await session.commit()
         return read(record)
 
@@ -194,7 +194,7 @@ async def delete_record(
         record.slug = None
         _bump(record, seq)
         await crud.replace_tags(session, record)
-        await crud.reindex_cjk(session, record.id, "", "")
+        await crud.reindex_text(session, record)
         await session.commit()
         return read(record)
 

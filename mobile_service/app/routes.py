@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from common.deps import CurrentUser, DatabaseDep, SessionDep
 from common.errors import BadRequest, PayloadTooLarge
 from common.pagination import Page, page_of
-from mobile_service.app import ai_actions, crud, records, sync
+from mobile_service.app import ai_actions, crud, records, semantic, sync
 from mobile_service.app.deps import LlmServiceDep, MobileSettingsDep
 from mobile_service.app.schemas import (
     PAGE_MAX,
@@ -18,13 +18,16 @@ from mobile_service.app.schemas import (
     AiTask,
     PublicRecord,
     RecordCreate,
+    RecordListItem,
     RecordRead,
     RecordUpdate,
+    RelatedRecords,
     SyncChanges,
     SyncPush,
     SyncPushResults,
     error_responses,
 )
+from mobile_service.app.semantic import SearchMode
 
 records_router = APIRouter(prefix="/api/v1/records", tags=["records"], responses=error_responses(400, 401, 413, 503))
 sync_router = APIRouter(prefix="/api/v1/sync", tags=["sync"], responses=error_responses(400, 401, 413, 503))
@@ -66,15 +69,21 @@ async def create_record(data: RecordCreate, user: CurrentUser, session: SessionD
     return record
 
 
-@records_router.get("", response_model=Page[RecordRead])
+@records_router.get("", response_model=Page[RecordListItem], responses=error_responses(429, 502, 504))
 async def list_records(
     user: CurrentUser,
     session: SessionDep,
+    llm: LlmServiceDep,
+    settings: MobileSettingsDep,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Full-text search over title and content")] = None,
     pinned: bool | None = None,
+    mode: Annotated[
+        SearchMode,
+        Query(description="With q: keyword (full text), semantic (by meaning) or hybrid (both, rank-fused)"),
+    ] = "keyword",
     sort: Annotated[
         str,
         Query(
@@ -84,7 +93,19 @@ async def list_records(
     ] = "-updated_at",
 ) -> Page[RecordRead]:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
-    if q and q.strip():
+    if q and q.strip() and mode != "keyword":
+        page = await semantic.search(
+            session,
+            llm,
+            user,
+            filters,
+            q.strip(),
+            mode,
+            offset=offset,
+            limit=limit,
+            timeout=settings.ai_timeout_seconds,
+        )
+    elif q and q.strip():
         page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
     else:
         page = await crud.list_page(session, filters, offset=offset, limit=limit, sort=sort)
@@ -96,6 +117,21 @@ async def read_record(record_id: RecordId, user: CurrentUser, db: DatabaseDep) -
     record = await records.read_live(db, user.id, record_id)
     # The hot path: the model is already validated, so it is serialised once, here.
     return Response(record.model_dump_json(), media_type="application/json", headers={"ETag": etag(record)})
+
+
+@records_router.get(
+    "/{record_id}/related", response_model=RelatedRecords, responses=error_responses(404, 429, 502, 504)
+)
+async def related_records(
+    record_id: RecordId,
+    user: CurrentUser,
+    session: SessionDep,
+    llm: LlmServiceDep,
+    settings: MobileSettingsDep,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> RelatedRecords:
+    """The caller's other records nearest in meaning to this one (empty until it is indexed)."""
+    return await semantic.related(session, llm, user, record_id, limit, settings.ai_timeout_seconds)
 
 
 @records_router.patch("/{record_id}", response_model=RecordRead, responses=CHANGE)

@@ -114,6 +114,28 @@ class RecordRead(BaseModel):
     deleted_at: datetime | None
 
 
+class Match(BaseModel):
+    score: float = Field(description="semantic: cosine similarity of the best chunk; hybrid: the fused rank score")
+    snippet: str = Field(description="The part of the record that matched")
+
+
+class RecordListItem(RecordRead):
+    """A record in a list; semantic and hybrid searches add how it matched."""
+
+    match: Match | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="Only with q and mode=semantic|hybrid"
+    )
+
+
+class RelatedRecord(BaseModel):
+    record: RecordRead
+    score: float
+
+
+class RelatedRecords(BaseModel):
+    data: list[RelatedRecord]
+
+
 class PublicRecord(BaseModel):
     """What anyone may see of a published record: no owner, no id, no sync state."""
 
