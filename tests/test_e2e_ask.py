@@ -254,3 +254,31 @@ def _restarted(suite: Any, killed: int) -> bool:
         return httpx.get(f"{suite.url('llm_service')}/health", timeout=2).status_code == 200
     except (AssertionError, httpx.HTTPError):
         return False
+
+
+def test_chat_with_use_records_cites_the_callers_records_and_keeps_the_citations(
+    api: httpx.Client, library: dict[str, Any]
+) -> None:
+    me = library["me"]
+    wait_indexed(api, me)
+    session = api.post("/api/v1/chat/sessions", json={"title": "About my notes"}, headers=me)
+    assert session.status_code == 201, session.text
+    sid = session.json()["id"]
+    body = {"content": "Where do I buy espresso beans?", "use_records": True}
+    reply = api.post(f"/api/v1/chat/sessions/{sid}/messages", json=body, headers=me)
+    assert reply.status_code == 200, reply.text
+    message = reply.json()["message"]
+    assert [c["record_id"] for c in message["citations"]] == [library["coffee"]["id"]]
+    with api.stream(
+        "POST", f"/api/v1/chat/sessions/{sid}/messages", json={**body, "stream": True}, headers=me
+    ) as response:
+        events = list(sse_events(response.iter_lines()))
+    assert events[-1][0] == "done"
+    assert [c["record_id"] for c in events[-1][1]["citations"]] == [library["coffee"]["id"]]
+    # a plain message has no citations; the stored history keeps the grounded ones
+    plain = api.post(f"/api/v1/chat/sessions/{sid}/messages", json={"content": "Thanks"}, headers=me)
+    assert "citations" not in plain.json()["message"]
+    history = api.get(f"/api/v1/chat/sessions/{sid}", headers=me).json()["messages"]
+    cited = [m for m in history if m.get("citations")]
+    assert len(cited) == 2 and all(m["role"] == "assistant" for m in cited)
+    assert all(c["record_id"] != library["theirs"]["id"] for m in cited for c in m["citations"])

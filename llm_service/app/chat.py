@@ -18,11 +18,13 @@ from redis.exceptions import RedisError
 from common.database import Database
 from common.errors import AppError, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from common.llm_client import ChatStream, LLMClient, Usage, estimate_tokens
+from llm_service.app.ask import Grounding, citations_of, ground
 from llm_service.app.chat_store import ChatMessage, ChatSession, ChatStore
 from llm_service.app.config import LLMSettings
 from llm_service.app.context import build_context, records_block
 from llm_service.app.prompts import PromptStore
 from llm_service.app.records import owned_record_texts
+from llm_service.app.retrieval import Retrieval, Source
 from llm_service.app.schemas import ChatSessionCreate
 from llm_service.app.sse import sse_event
 from llm_service.app.usage import record_usage
@@ -43,17 +45,29 @@ class PreparedTurn:
     owner_id: str
     session: ChatSession
     context: list[dict[str, Any]]
+    # With use_records: the sources retrieved for the message (the reply's citations come from them).
+    sources: list[Source] | None = None
+
+    def citations(self, content: str) -> list[dict[str, Any]] | None:
+        return citations_of(content, self.sources) if self.sources is not None else None
 
 
 class ChatService:
     def __init__(
-        self, store: ChatStore, llm: LLMClient, db: Database, prompts: PromptStore, settings: LLMSettings
+        self,
+        store: ChatStore,
+        llm: LLMClient,
+        db: Database,
+        prompts: PromptStore,
+        settings: LLMSettings,
+        retrieval: Retrieval,
     ) -> None:
         self.store = store
         self.llm = llm
         self.db = db
         self.prompts = prompts
         self.settings = settings
+        self.retrieval = retrieval
 
     # ------------------------------------------------------------------ sessions
 
@@ -75,7 +89,7 @@ class ChatService:
     # ------------------------------------------------------------------ turns
 
     async def post_message(
-        self, owner_id: str, session_id: str, content: str, record_ids: Sequence[str]
+        self, owner_id: str, session_id: str, content: str, record_ids: Sequence[str], use_records: bool = False
     ) -> PreparedTurn:
         """Store the user's message (after checking it and its records) and build the context."""
         session = await self.store.get(owner_id, session_id)
@@ -83,12 +97,15 @@ class ChatService:
             raise PayloadTooLarge(f"content is longer than {self.settings.chat_message_max_chars} characters")
         await self.store.check_room(session.id, 2)  # the question and its reply
         records_text = await self._records_text(owner_id, record_ids)
+        grounding = await self._ground(owner_id, content) if use_records else None
         if session.title == DEFAULT_TITLE:
             session.title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS] or DEFAULT_TITLE
         await self.store.append(session, ChatMessage(role="user", content=content))
-        return await self._prepare(owner_id, session, records_text)
+        return await self._prepare(owner_id, session, records_text, grounding=grounding)
 
-    async def prepare_retry(self, owner_id: str, session_id: str, record_ids: Sequence[str]) -> PreparedTurn:
+    async def prepare_retry(
+        self, owner_id: str, session_id: str, record_ids: Sequence[str], use_records: bool = False
+    ) -> PreparedTurn:
         """Ask again for the reply to the last user message (its reply failed or was cut)."""
         session = await self.store.get(owner_id, session_id)
         records_text = await self._records_text(owner_id, record_ids)
@@ -97,7 +114,19 @@ class ChatService:
         if last is None or (last.role == "assistant" and not last.incomplete):
             raise BadRequest("Nothing to retry: the last message already has a complete reply")
         await self.store.check_room(session.id, 1)
-        return await self._prepare(owner_id, session, records_text, history)
+        question = next((m.content for m in reversed(history) if m.role == "user"), "")
+        grounding = await self._ground(owner_id, question) if use_records and question else None
+        return await self._prepare(owner_id, session, records_text, history, grounding=grounding)
+
+    async def _ground(self, owner_id: str, question: str) -> Grounding:
+        return await ground(
+            self.retrieval,
+            owner_id,
+            question,
+            self.settings.chat_use_records_limit,
+            None,
+            self.settings.ask_max_source_chars,
+        )
 
     async def _records_text(self, owner_id: str, record_ids: Sequence[str]) -> str | None:
         if not record_ids:
@@ -116,17 +145,20 @@ class ChatService:
         session: ChatSession,
         records_text: str | None,
         history: list[ChatMessage] | None = None,
+        *,
+        grounding: Grounding | None = None,
     ) -> PreparedTurn:
         if history is None:
             history = await self.store.tail(session.id, self._context_window)
+        extra = [text for text in (records_text, grounding.system_prompt if grounding else None) if text]
         context = build_context(
             session.system_prompt or self.settings.chat_default_system_prompt,
             history,
             budget_tokens=self.settings.chat_context_budget_tokens,
             max_messages=self.settings.chat_context_max_messages,
-            records_text=records_text,
+            records_text="\n\n".join(extra) or None,
         )
-        return PreparedTurn(owner_id, session, context)
+        return PreparedTurn(owner_id, session, context, grounding.sources if grounding else None)
 
     @property
     def _context_window(self) -> int:
@@ -139,7 +171,10 @@ class ChatService:
     async def reply(self, turn: PreparedTurn) -> tuple[ChatMessage, Usage]:
         """One non-streamed reply, stored and accounted."""
         result = await self.llm.chat(turn.context, model=turn.session.model)
-        message = await self.store.append(turn.session, ChatMessage(role="assistant", content=result.content))
+        message = await self.store.append(
+            turn.session,
+            ChatMessage(role="assistant", content=result.content, citations=turn.citations(result.content)),
+        )
         usage = result.usage or self._estimate(turn, result.content)
         await record_usage(self.db, turn.owner_id, result.model, USAGE_KIND, usage)
         return message, usage
@@ -161,8 +196,11 @@ class ChatService:
                         yield sse_event("delta", {"content": piece.delta})
                         continue
                     content = "".join(parts)
+                    citations = turn.citations(content)
                     with anyio.CancelScope(shield=True):
-                        message = await self.store.append(turn.session, ChatMessage(role="assistant", content=content))
+                        message = await self.store.append(
+                            turn.session, ChatMessage(role="assistant", content=content, citations=citations)
+                        )
                         await record_usage(
                             self.db,
                             turn.owner_id,
@@ -172,7 +210,10 @@ class ChatService:
                         )
                     settled = True
                     usage = piece.usage.as_dict() if piece.usage else None
-                    yield sse_event("done", {"message_id": message.id, "usage": usage})
+                    done: dict[str, Any] = {"message_id": message.id, "usage": usage}
+                    if citations is not None:
+                        done["citations"] = citations
+                    yield sse_event("done", done)
             except (AppError, RedisError) as exc:
                 error = exc if isinstance(exc, AppError) else ServiceUnavailable(REDIS_DOWN_DETAIL)
                 logger.warning("chat stream failed: %s", error.detail)

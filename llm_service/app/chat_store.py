@@ -97,17 +97,20 @@ class ChatMessage:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created_at: datetime = field(default_factory=_now)
     incomplete: bool = False
+    # The caller's records an answer grounded on them cites (``use_records``); None otherwise.
+    citations: list[dict[str, Any]] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "role": self.role,
-                "content": self.content,
-                "created_at": self.created_at.isoformat(),
-                "incomplete": self.incomplete,
-            }
-        )
+        data: dict[str, Any] = {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at.isoformat(),
+            "incomplete": self.incomplete,
+        }
+        if self.citations is not None:
+            data["citations"] = self.citations
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, raw: str) -> ChatMessage:
@@ -118,6 +121,7 @@ class ChatMessage:
             id=data["id"],
             created_at=datetime.fromisoformat(data["created_at"]),
             incomplete=bool(data.get("incomplete")),
+            citations=data.get("citations"),
         )
 
 

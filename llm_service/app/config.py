@@ -74,6 +74,7 @@ class LLMSettings(Settings):
     index_search_limit: int = 100  # records a semantic search considers at most
     index_search_rate_limit_per_minute: int = 300  # query embeddings per user (search, related)
     ask_max_source_chars: int = 1500  # of each numbered source the model sees
+    chat_use_records_limit: int = Field(default=6, ge=1, le=20)  # sources of a chat message with use_records
 
     # Per-user limit on calls that reach the provider (chat messages, text tasks, /v1/chat/completions)
     llm_rate_limit_per_minute: int = 60

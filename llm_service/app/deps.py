@@ -61,15 +61,6 @@ def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:
 ChatStoreDep = Annotated[ChatStore, Depends(chat_store)]
 
 
-def chat_service(
-    store: ChatStoreDep, llm: LLMDep, db: DatabaseDep, prompts: PromptsDep, settings: LLMSettingsDep
-) -> ChatService:
-    return ChatService(store, llm, db, prompts, settings)
-
-
-ChatServiceDep = Annotated[ChatService, Depends(chat_service)]
-
-
 async def rate_limited_user(user: CurrentUser, redis: RedisDep, settings: LLMSettingsDep) -> TokenUser:
     """The caller, counted against the per-user limit of calls that reach the provider (429 beyond)."""
     await enforce(
@@ -108,3 +99,17 @@ def ask_service(retrieval: RetrievalDep, llm: LLMDep, db: DatabaseDep, settings:
 
 
 AskServiceDep = Annotated[AskService, Depends(ask_service)]
+
+
+def chat_service(
+    store: ChatStoreDep,
+    llm: LLMDep,
+    db: DatabaseDep,
+    prompts: PromptsDep,
+    settings: LLMSettingsDep,
+    retrieval: RetrievalDep,
+) -> ChatService:
+    return ChatService(store, llm, db, prompts, settings, retrieval)
+
+
+ChatServiceDep = Annotated[ChatService, Depends(chat_service)]

@@ -157,14 +157,14 @@ async def _answer(chat: ChatServiceDep, turn: PreparedTurn, stream: bool) -> Any
 @api.post("/chat/sessions/{session_id}/messages", response_model=MessageReply, responses=MESSAGE_REPLY_RESPONSES)
 async def send_message(session_id: str, data: MessageCreate, user: LLMUser, chat: ChatServiceDep) -> Any:
     """Store the user's message, then answer it (``stream: true``: as server-sent events)."""
-    turn = await chat.post_message(user.id, session_id, data.content, data.record_ids)
+    turn = await chat.post_message(user.id, session_id, data.content, data.record_ids, data.use_records)
     return await _answer(chat, turn, data.stream)
 
 
 @api.post("/chat/sessions/{session_id}/retry", response_model=MessageReply, responses=MESSAGE_REPLY_RESPONSES)
 async def retry_reply(session_id: str, data: ReplyRetry, user: LLMUser, chat: ChatServiceDep) -> Any:
     """Answer the last user message again, after its reply failed or was cut short."""
-    turn = await chat.prepare_retry(user.id, session_id, data.record_ids)
+    turn = await chat.prepare_retry(user.id, session_id, data.record_ids, data.use_records)
     return await _answer(chat, turn, data.stream)
 
 

@@ -44,6 +44,13 @@ class ChatSessionRead(BaseModel):
     expires_at: datetime | None
 
 
+class Citation(BaseModel):
+    n: int = Field(description="The source's number, as the answer cites it: [n]")
+    record_id: str
+    title: str
+    snippet: str
+
+
 class ChatMessageRead(BaseModel):
     id: str
     role: Literal["user", "assistant"]
@@ -51,6 +58,11 @@ class ChatMessageRead(BaseModel):
     created_at: datetime
     # True for an assistant reply cut short (client gone, provider stream broken).
     incomplete: bool = False
+    citations: list[Citation] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="An answer to a message sent with use_records: the caller's records it cites",
+    )
 
 
 class ChatSessionDetail(ChatSessionRead):
@@ -81,6 +93,7 @@ class MessageCreate(BaseModel):
     content: str = Field(min_length=1)
     stream: bool = False
     record_ids: list[RecordId] = Field(default_factory=list)
+    use_records: bool = Field(default=False, description="Answer from the caller's records found for this message")
 
     _unique_record_ids = field_validator("record_ids")(unique_ids)
 
@@ -92,6 +105,7 @@ class ReplyRetry(BaseModel):
 
     stream: bool = False
     record_ids: list[RecordId] = Field(default_factory=list)
+    use_records: bool = Field(default=False, description="Answer from the caller's records found for the message")
 
     _unique_record_ids = field_validator("record_ids")(unique_ids)
 
@@ -138,13 +152,6 @@ class EmbeddingResponse(BaseModel):
 
 QUESTION_MAX = 2_000
 TAG_MAX = 32
-
-
-class Citation(BaseModel):
-    n: int = Field(description="The source's number, as the answer cites it: [n]")
-    record_id: str
-    title: str
-    snippet: str
 
 
 class AskRequest(BaseModel):
