@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -282,3 +284,32 @@ def test_chat_with_use_records_cites_the_callers_records_and_keeps_the_citations
     cited = [m for m in history if m.get("citations")]
     assert len(cited) == 2 and all(m["role"] == "assistant" for m in cited)
     assert all(c["record_id"] != library["theirs"]["id"] for m in cited for c in m["citations"])
+
+
+async def _lose_index_of(database_url: str, record_id: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            await session.execute(text("DELETE FROM record_chunks WHERE record_id = :id"), {"id": record_id})
+            await session.execute(text("DELETE FROM record_index WHERE id = :id"), {"id": record_id})
+            await session.commit()
+    finally:
+        await db.dispose()
+
+
+def test_the_reindex_command_rebuilds_a_lost_semantic_index(suite: Any, api: httpx.Client) -> None:
+    me = new_user(suite)
+    note = create(api, me, "Bees", "The beekeeper collects honey in late summer.")
+    wait_indexed(api, me)
+    asyncio.run(_lose_index_of(suite.env["DATABASE_URL"], note["id"]))
+    assert search(api, me, "beekeeper honey", "semantic") == []
+    run = subprocess.run(
+        [sys.executable, "-m", "mobile_service.app.reindex", "--embeddings"],
+        env=suite.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "marked for embedding" in run.stdout
+    assert wait_until(lambda: [r["id"] for r in search(api, me, "beekeeper honey", "semantic")] == [note["id"]], 30)
