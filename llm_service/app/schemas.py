@@ -161,7 +161,9 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=QUESTION_MAX)
     stream: StrictBool = False
     limit: int = Field(default=6, ge=1, le=20, description="Sources retrieved (1 to 20)")
-    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX, description="Only records with this tag")
+    tag: str | None = Field(
+        default=None, min_length=1, max_length=TAG_MAX, pattern=r"^[^\x00]*$", description="Only records with this tag"
+    )
 
 
 class AskResponse(BaseModel):
@@ -176,7 +178,7 @@ class IndexSearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=QUESTION_MAX)
     limit: int = Field(default=20, ge=1, le=100)
-    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX)
+    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX, pattern=r"^[^\x00]*$")
 
 
 class IndexHit(BaseModel):
