@@ -1,18 +1,19 @@
 """Data access of image_service: images, generation tasks and results, and the one read of the
 shared ``records`` table. Every query of user data carries its owner in the WHERE clause.
 fastcrud's ``FastCRUD`` serves the existence checks and counts; the ORM rows that writes change,
-the pages (``common.pagination.paginate``) and the lease statements are written out here."""
+and the pages (``common.pagination.paginate``) are written out here; the lease statements of the
+generation workers are ``task_leases``, a ``common.leases.LeasedTable``."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from fastcrud import FastCRUD
 from sqlalchemy import ColumnElement, String, and_, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.database import utcnow
+from common.leases import LeasedTable
 from common.models.image import (
     RESULT_CANCELLED,
     RESULT_FAILED,
@@ -163,59 +164,15 @@ async def cancel_task(session: AsyncSession, task: GenerationTask) -> None:
 
 
 # ---------------------------------------------------------------- leases (workers)
+# A task is work while it is unfinished; the oldest is claimed first (common/leases.py).
 
-
-async def claimable_task_ids(session: AsyncSession, now: datetime, limit: int) -> list[str]:
-    rows = await session.execute(
-        select(GenerationTask.id)
-        .where(
-            GenerationTask.status.in_(TASK_UNFINISHED),
-            (GenerationTask.lease_expires_at.is_(None)) | (GenerationTask.lease_expires_at < now),
-        )
-        .order_by(GenerationTask.created_at)
-        .limit(limit)
-    )
-    return [row[0] for row in rows]
-
-
-async def try_claim(session: AsyncSession, task_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
-    """Compare-and-set claim: wins only if nobody holds a live lease (safe across replicas)."""
-    result = await session.execute(
-        update(GenerationTask)
-        .where(
-            GenerationTask.id == task_id,
-            GenerationTask.status.in_(TASK_UNFINISHED),
-            (GenerationTask.lease_expires_at.is_(None)) | (GenerationTask.lease_expires_at < now),
-        )
-        .values(lease_owner=worker_id, lease_expires_at=until)
-    )
-    await session.commit()
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-async def renew_lease(session: AsyncSession, task_id: str, worker_id: str, until: datetime) -> bool:
-    result = await session.execute(
-        update(GenerationTask)
-        .where(
-            GenerationTask.id == task_id,
-            GenerationTask.lease_owner == worker_id,
-            GenerationTask.status.in_(TASK_UNFINISHED),
-        )
-        .values(lease_expires_at=until)
-    )
-    await session.commit()
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-async def release_own_leases(session: AsyncSession, worker_id: str) -> int:
-    """At start-up: leases held under this worker's id belong to its dead predecessor."""
-    result = await session.execute(
-        update(GenerationTask)
-        .where(GenerationTask.lease_owner == worker_id, GenerationTask.status.in_(TASK_UNFINISHED))
-        .values(lease_owner=None, lease_expires_at=None)
-    )
-    await session.commit()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+task_leases = LeasedTable(
+    GenerationTask.id,
+    GenerationTask.lease_owner,
+    GenerationTask.lease_expires_at,
+    is_work=lambda now: GenerationTask.status.in_(TASK_UNFINISHED),
+    order_by=GenerationTask.created_at,
+)
 
 
 # ---------------------------------------------------------------- the generation worker's writes
@@ -315,12 +272,4 @@ async def cancel_unfinished_results(session: AsyncSession, task_id: str) -> None
         update(GenerationResult)
         .where(GenerationResult.task_id == task_id, GenerationResult.status.in_((RESULT_PENDING, RESULT_RUNNING)))
         .values(status=RESULT_CANCELLED, error="cancelled")
-    )
-
-
-async def release_lease(session: AsyncSession, task_id: str, worker_id: str) -> None:
-    await session.execute(
-        update(GenerationTask)
-        .where(GenerationTask.id == task_id, GenerationTask.lease_owner == worker_id)
-        .values(lease_owner=None, lease_expires_at=None)
     )

@@ -1,11 +1,12 @@
 """In-process generation workers (docs/api.md §8): durable, bounded, resumable.
 
-Each process runs one ``GenerationWorkers``: a loop that claims unfinished tasks from the database
-with a compare-and-set lease (``lease_owner``/``lease_expires_at``), so several replicas never work
-the same task, and a task whose worker died is picked up again once its lease expires (at once by
-the same worker id after a restart). While a task runs, a heartbeat renews the lease and notices a
-cancel made through any replica. Each result is its own provider call, retried with backoff, and
-fails alone; provider calls are bounded per process by a semaphore.
+Each process runs one ``GenerationWorkers``, a ``common.leases.LeaseWorkers``: its claim loop takes
+unfinished tasks from the database with a compare-and-set lease (``crud.task_leases`` over
+``lease_owner``/``lease_expires_at``), so several replicas never work the same task, and a task
+whose worker died is picked up again once its lease expires (at once by the same worker id after a
+restart). While a task runs, its ``TaskRun``'s heartbeat renews the lease and notices a cancel made
+through any replica. Each result is its own provider call, retried with backoff, and fails alone;
+provider calls are bounded per process by a semaphore.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from datetime import datetime, timedelta
+from typing import Any
 
 from common.database import Database, utcnow
 from common.errors import AppError
+from common.leases import LeaseLost, LeaseWorkers
 from common.models.image import (
     RESULT_PENDING,
     RESULT_RUNNING,
@@ -46,93 +48,27 @@ def default_worker_id(settings: ImageSettings) -> str:
     return settings.generation_worker_id or f"{socket.gethostname()}:{settings.port}"
 
 
-class LeaseLost(Exception):
-    """Another worker holds the task now; stop without touching it."""
-
-
-class GenerationWorkers:
-    """The claim loop and the tasks this process is working on."""
+class GenerationWorkers(LeaseWorkers):
+    """The claim loop of generation tasks and the tasks this process is working on."""
 
     def __init__(self, db: Database, images: ImageContext, provider: ImageProvider) -> None:
-        self.db = db
+        settings = images.settings
+        super().__init__(
+            db,
+            crud.task_leases,
+            worker_id=default_worker_id(settings),
+            max_active=settings.generation_max_tasks,
+            poll_seconds=settings.generation_poll_seconds,
+            lease_seconds=settings.generation_lease_seconds,
+            name="generation task",
+        )
         self.images = images
         self.provider = provider
-        self.settings = images.settings
-        self.worker_id = default_worker_id(self.settings)
-        self.calls = asyncio.Semaphore(self.settings.generation_max_calls)
-        self.wake = asyncio.Event()
-        self.active: dict[str, asyncio.Task[None]] = {}
-        self._loop: asyncio.Task[None] | None = None
+        self.settings = settings
+        self.calls = asyncio.Semaphore(settings.generation_max_calls)
 
-    async def start(self) -> None:
-        async with self.db.session() as session:
-            released = await crud.release_own_leases(session, self.worker_id)
-        if released:
-            logger.info("resuming %d generation task(s) left by a previous run of %s", released, self.worker_id)
-        self._loop = asyncio.create_task(self._claim_loop(), name="generation-claim-loop")
-
-    def notify(self) -> None:
-        """New work was created here: claim it now instead of on the next poll."""
-        self.wake.set()
-
-    async def stop(self) -> None:
-        """Stop claiming, stop the running tasks and hand their leases back for the next start."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-        runs = list(self.active.values())
-        for run in runs:
-            run.cancel()
-        await asyncio.gather(*runs, return_exceptions=True)
-        async with self.db.session() as session:
-            await crud.release_own_leases(session, self.worker_id)
-
-    # ------------------------------------------------------------ claiming
-
-    async def _claim_loop(self) -> None:
-        while True:
-            try:
-                await self._claim_available()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database hiccup must not kill the loop
-                logger.exception("claiming generation tasks failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.generation_poll_seconds)
-            self.wake.clear()
-
-    async def _claim_available(self) -> None:
-        free = self.settings.generation_max_tasks - len(self.active)
-        if free <= 0:
-            return
-        now = utcnow()
-        async with self.db.session() as session:
-            candidates = await crud.claimable_task_ids(session, now, free + len(self.active))
-            for task_id in candidates:
-                if free <= 0:
-                    break
-                if task_id in self.active:
-                    continue
-                if await crud.try_claim(session, task_id, self.worker_id, now, self.lease_until()):
-                    free -= 1
-                    self.active[task_id] = asyncio.create_task(self._run(task_id), name=f"generation-{task_id}")
-
-    def lease_until(self) -> datetime:
-        return utcnow() + timedelta(seconds=self.settings.generation_lease_seconds)
-
-    async def _run(self, task_id: str) -> None:
-        try:
-            await TaskRun(self, task_id).run()
-        except asyncio.CancelledError:
-            raise
-        except LeaseLost:
-            logger.warning("lost the lease of generation task %s; leaving it to its new worker", task_id)
-        except Exception:
-            logger.exception("generation task %s failed unexpectedly; its lease will expire", task_id)
-        finally:
-            self.active.pop(task_id, None)
-            self.wake.set()
+    async def work(self, row_id: Any) -> None:
+        await TaskRun(self, row_id).run()
 
 
 class TaskRun:
@@ -187,7 +123,7 @@ class TaskRun:
             await asyncio.sleep(interval)
             try:
                 async with self.db.session() as session:
-                    renewed = await crud.renew_lease(
+                    renewed = await self.workers.table.renew(
                         session, self.task_id, self.workers.worker_id, self.workers.lease_until()
                     )
                     if renewed:
@@ -284,7 +220,7 @@ class TaskRun:
             # Cancelled: whatever was still unfinished is cancelled too; the lease is handed back.
             await crud.cancel_unfinished_results(session, self.task_id)
             await crud.update_progress(session, self.task_id)
-            await crud.release_lease(session, self.task_id, worker_id)
+            await self.workers.table.release(session, self.task_id, worker_id)
             await session.commit()
         logger.info("generation task %s cancelled", self.task_id)
 
