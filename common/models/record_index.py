@@ -53,6 +53,8 @@ class RecordChunk(Base):
     record_id: Mapped[str] = mapped_column(String(36), nullable=False)
     owner_id: Mapped[str] = mapped_column(String(36), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The owner's chunk generation that wrote it: a process's cache loads only what is newer.
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     ordinal: Mapped[int] = mapped_column(Integer, nullable=False)
     model: Mapped[str] = mapped_column(String(128), nullable=False)
     dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -60,7 +62,7 @@ class RecordChunk(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
     __table_args__ = (
-        Index("ix_record_chunks_owner_model", "owner_id", "model"),
+        Index("ix_record_chunks_owner_model", "owner_id", "model", "generation"),
         Index("ix_record_chunks_record", "record_id"),
     )
 

@@ -65,14 +65,17 @@ async def forget_record(session: AsyncSession, owner_id: str, record_id: str) ->
     await bump_generation(session, owner_id)
 
 
-async def bump_generation(session: AsyncSession, owner_id: str) -> None:
+async def bump_generation(session: AsyncSession, owner_id: str) -> int:
+    """The owner's next chunk generation, taken inside the current transaction (the row stays
+    locked until it ends, so the owner's chunk changes commit in generation order)."""
     table = RecordIndexOwner.__table__
     stmt = (
         _insert_for(session)(table)
         .values(id=owner_id, generation=1)
         .on_conflict_do_update(index_elements=[table.c.id], set_={"generation": table.c.generation + 1})
+        .returning(table.c.generation)
     )
-    await session.execute(stmt)
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def mark_all_pending(session: AsyncSession) -> int:
@@ -197,6 +200,7 @@ async def save_chunks(
         await session.rollback()
         return False
     if chunks is not None:
+        generation = await bump_generation(session, work.owner_id)
         await session.execute(delete(RecordChunk).where(RecordChunk.record_id == work.record_id))
         for chunk in chunks:
             session.add(
@@ -204,6 +208,7 @@ async def save_chunks(
                     record_id=work.record_id,
                     owner_id=work.owner_id,
                     version=work.version,
+                    generation=generation,
                     ordinal=chunk.ordinal,
                     model=model,
                     dimensions=chunk.dimensions,
@@ -211,7 +216,6 @@ async def save_chunks(
                     embedding=chunk.embedding,
                 )
             )
-    await bump_generation(session, work.owner_id)
     await session.commit()
     return True
 
@@ -291,35 +295,54 @@ async def owner_status(session: AsyncSession, owner_id: str, model: str) -> Inde
     return IndexStatus(total, indexed, max(total - indexed - failed, 0), failed)
 
 
-async def owner_cache_key(session: AsyncSession, owner_id: str) -> tuple[int, int]:
-    """(the owner's change sequence, the owner's chunk generation): any record write or chunk
-    change of the owner, by any process, moves it."""
-    seq = select(RecordChangeCounter.value).where(RecordChangeCounter.id == owner_id).scalar_subquery()
-    generation = select(RecordIndexOwner.generation).where(RecordIndexOwner.id == owner_id).scalar_subquery()
-    row = (await session.execute(select(seq, generation))).one()
-    return int(row[0] or 0), int(row[1] or 0)
+async def owner_generation(session: AsyncSession, owner_id: str) -> int:
+    """The owner's chunk generation: every change of the owner's chunks (a record indexed, a record
+    deleted), by any process, moves it."""
+    found = await session.scalar(select(RecordIndexOwner.generation).where(RecordIndexOwner.id == owner_id))
+    return int(found or 0)
 
 
-async def owner_vectors(session: AsyncSession, owner_id: str, model: str) -> list[Any]:
-    """(chunk id, record id, embedding bytes) of every chunk of the owner's live records."""
-    rows = await session.execute(
-        select(RecordChunk.id, RecordChunk.record_id, RecordChunk.embedding)
-        .join(Record, and_(Record.id == RecordChunk.record_id, Record.owner_id == owner_id))
-        .where(RecordChunk.owner_id == owner_id, RecordChunk.model == model, Record.deleted_at.is_(None))
-        .order_by(RecordChunk.record_id, RecordChunk.ordinal)
+async def owner_vectors(
+    session: AsyncSession, owner_id: str, model: str, record_ids: Sequence[str] | None = None
+) -> list[Any]:
+    """(chunk id, record id, text, embedding bytes) of the owner's chunks made by ``model`` (of
+    ``record_ids`` only, if given). A delete removes its record's chunks in its own transaction, so
+    these are live records'."""
+    stmt = select(RecordChunk.id, RecordChunk.record_id, RecordChunk.text, RecordChunk.embedding).where(
+        RecordChunk.owner_id == owner_id, RecordChunk.model == model
     )
-    return list(rows.all())
+    if record_ids is not None:
+        stmt = stmt.where(RecordChunk.record_id.in_(list(record_ids)))
+    return list((await session.execute(stmt.order_by(RecordChunk.record_id, RecordChunk.ordinal))).all())
 
 
-async def chunk_texts(session: AsyncSession, owner_id: str, chunk_ids: Sequence[str]) -> dict[str, str]:
-    if not chunk_ids:
-        return {}
-    rows = await session.execute(
-        select(RecordChunk.id, RecordChunk.text).where(
-            RecordChunk.owner_id == owner_id, RecordChunk.id.in_(list(chunk_ids))
-        )
+async def owner_change_seq(session: AsyncSession, owner_id: str) -> int:
+    found = await session.scalar(select(RecordChangeCounter.value).where(RecordChangeCounter.id == owner_id))
+    return int(found or 0)
+
+
+async def changed_since(
+    session: AsyncSession, owner_id: str, model: str, *, generation: int, change_seq: int, limit: int
+) -> set[str] | None:
+    """The owner's records whose chunks may differ from a copy taken at (``generation``,
+    ``change_seq``): re-indexed since, or written (edited, deleted) since. None: more than
+    ``limit`` (reload everything instead)."""
+    indexed = select(RecordChunk.record_id).where(
+        RecordChunk.owner_id == owner_id, RecordChunk.model == model, RecordChunk.generation > generation
     )
-    return {row.id: row.text for row in rows}
+    written = select(Record.id).where(Record.owner_id == owner_id, Record.change_seq > change_seq)
+    ids: set[str] = set()
+    for stmt in (indexed.distinct().limit(limit + 1), written.limit(limit + 1)):
+        ids.update(row[0] for row in await session.execute(stmt))
+        if len(ids) > limit:
+            return None
+    return ids
+
+
+def _by_id_first(column: Any) -> Any:
+    # The owner stays in the WHERE clause, but wrapped so that SQLite's planner looks the ids up by
+    # primary key instead of scanning every row of the owner (measured: 12 ms vs < 1 ms at 10,000).
+    return func.coalesce(column, "")
 
 
 async def record_chunk_model(session: AsyncSession, owner_id: str, record_id: str) -> str | None:
@@ -336,7 +359,7 @@ async def live_titles(
     if not record_ids:
         return {}
     stmt = select(Record.id, Record.title).where(
-        Record.owner_id == owner_id, Record.id.in_(list(record_ids)), Record.deleted_at.is_(None)
+        Record.id.in_(list(record_ids)), _by_id_first(Record.owner_id) == owner_id, Record.deleted_at.is_(None)
     )
     if tag is not None:
         stmt = stmt.where(

@@ -1,13 +1,15 @@
-"""Nearest chunks among ONE owner's vectors (docs/api.md §15). The owner's chunk vectors are
-loaded as one float32 matrix and kept per process, under a key read from the database (the
-owner's change sequence and chunk generation), so a write through any replica makes every
-process reload before it answers again; similarity is one matrix-vector product."""
+"""Nearest chunks among ONE owner's vectors (docs/api.md §15). The owner's chunk vectors (and
+texts, for snippets) are loaded as one float32 matrix and kept per process under the owner's
+chunk generation, read from the database on every query: any change of the owner's chunks
+through any replica (a record indexed, a record deleted) makes every process reload before it
+answers again. Similarity is one matrix-vector product."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.record_index import store
 
 CACHED_OWNERS = 16  # each entry is an owner's vectors: 10,000 records of 1,536 dims ≈ 60 MB
+REFRESH_MAX = 2_000  # records changed since the cached copy beyond which it is reloaded whole
 
 
 def to_bytes(vector: Sequence[float]) -> bytes:
@@ -29,8 +32,10 @@ def normalised(vector: Sequence[float] | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class OwnerMatrix:
-    key: tuple[int, int]
+    generation: int  # the owner's chunk generation and change sequence when it was read
+    change_seq: int
     chunk_ids: list[str]
+    texts: list[str]
     record_ids: np.ndarray  # record id of each row
     matrix: np.ndarray  # rows: normalised chunk vectors
 
@@ -40,6 +45,7 @@ class Hit:
     record_id: str
     score: float
     chunk_id: str
+    text: str
 
 
 class VectorIndex:
@@ -50,18 +56,37 @@ class VectorIndex:
         self._cache: OrderedDict[tuple[str, str], OwnerMatrix] = OrderedDict()
 
     async def matrix(self, session: AsyncSession, owner_id: str, model: str) -> OwnerMatrix:
-        key = await store.owner_cache_key(session, owner_id)
+        """The owner's vectors as of now: the cached copy when the owner's chunk generation has not
+        moved; else the copy with only the records changed since replaced (or all reloaded)."""
+        generation = await store.owner_generation(session, owner_id)
         cached = self._cache.get((owner_id, model))
-        if cached is not None and cached.key == key:
-            self._cache.move_to_end((owner_id, model))
-            return cached
-        rows = await store.owner_vectors(session, owner_id, model)
-        loaded = _matrix_of(key, rows)
-        self._cache[(owner_id, model)] = loaded
+        if cached is None or cached.generation != generation:
+            change_seq = await store.owner_change_seq(session, owner_id)
+            cached = await self._refreshed(session, owner_id, model, cached, generation, change_seq)
+            self._cache[(owner_id, model)] = cached
+            while len(self._cache) > self.max_owners:
+                self._cache.popitem(last=False)
         self._cache.move_to_end((owner_id, model))
-        while len(self._cache) > self.max_owners:
-            self._cache.popitem(last=False)
-        return loaded
+        return cached
+
+    async def _refreshed(
+        self,
+        session: AsyncSession,
+        owner_id: str,
+        model: str,
+        cached: OwnerMatrix | None,
+        generation: int,
+        change_seq: int,
+    ) -> OwnerMatrix:
+        changed = None
+        if cached is not None:
+            changed = await store.changed_since(
+                session, owner_id, model, generation=cached.generation, change_seq=cached.change_seq, limit=REFRESH_MAX
+            )
+        if cached is None or not changed:  # None: too many; empty: the generation moved for no record seen
+            return _matrix_of(generation, change_seq, await store.owner_vectors(session, owner_id, model))
+        fresh = await store.owner_vectors(session, owner_id, model, sorted(changed))
+        return _replaced(cached, generation, change_seq, changed, fresh)
 
     async def nearest(
         self,
@@ -92,14 +117,38 @@ class VectorIndex:
         return normalised(rows.mean(axis=0)) if len(rows) else None
 
 
-def _matrix_of(key: tuple[int, int], rows: list[object]) -> OwnerMatrix:
+def _matrix_of(generation: int, change_seq: int, rows: list[Any]) -> OwnerMatrix:
     if not rows:
-        return OwnerMatrix(key, [], np.empty(0, dtype=object), np.empty((0, 0), dtype=np.float32))
-    matrix = np.vstack([np.frombuffer(row.embedding, dtype="<f4") for row in rows])  # type: ignore[attr-defined]
+        return OwnerMatrix(generation, change_seq, [], [], np.empty(0, dtype=object), np.empty((0, 0), np.float32))
+    dims = len(rows[0].embedding) // 4
+    same = [row for row in rows if len(row.embedding) == dims * 4]  # a mixed-size leftover is skipped
+    matrix = np.frombuffer(b"".join(row.embedding for row in same), dtype="<f4").reshape(len(same), dims)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    record_ids = np.array([row.record_id for row in rows], dtype=object)  # type: ignore[attr-defined]
-    return OwnerMatrix(key, [row.id for row in rows], record_ids, matrix / norms)  # type: ignore[attr-defined]
+    record_ids = np.array([row.record_id for row in same], dtype=object)
+    chunk_ids, texts = [row.id for row in same], [row.text for row in same]
+    return OwnerMatrix(generation, change_seq, chunk_ids, texts, record_ids, matrix / norms)
+
+
+def _replaced(
+    cached: OwnerMatrix, generation: int, change_seq: int, changed: set[str], fresh: list[Any]
+) -> OwnerMatrix:
+    """``cached`` without the rows of ``changed`` records, plus their ``fresh`` rows."""
+    added = _matrix_of(generation, change_seq, fresh)
+    if not cached.chunk_ids:
+        return added
+    keep = ~np.isin(cached.record_ids, list(changed))
+    if added.chunk_ids and added.matrix.shape[1] != cached.matrix.shape[1]:
+        return added  # the provider's dimensions changed: only the new vectors are comparable
+    kept = np.flatnonzero(keep)
+    return OwnerMatrix(
+        generation,
+        change_seq,
+        [cached.chunk_ids[i] for i in kept] + added.chunk_ids,
+        [cached.texts[i] for i in kept] + added.texts,
+        np.concatenate([cached.record_ids[keep], added.record_ids]),
+        np.vstack([cached.matrix[keep], added.matrix]) if added.chunk_ids else cached.matrix[keep],
+    )
 
 
 def _best_per_record(
@@ -115,5 +164,5 @@ def _best_per_record(
         if record_id in seen or record_id == exclude:
             continue
         seen.add(record_id)
-        hits.append(Hit(record_id, score, owner.chunk_ids[row]))
+        hits.append(Hit(record_id, score, owner.chunk_ids[row], owner.texts[row]))
     return hits

@@ -8,6 +8,9 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import update
 
 from common.database import Database, utcnow
 from common.models.record import Record, RecordChangeCounter
@@ -20,6 +23,7 @@ from llm_service.app.retrieval import Source
 from mobile_service.app.semantic import fuse
 
 WORKER = "test-worker"
+_CHANGE_SEQ = itertools.count(1)
 
 
 def run_on(database_url: str, scenario: Callable[[Database], Awaitable[None]]) -> None:
@@ -44,8 +48,9 @@ async def add_record(db: Database, owner: str, title: str, vector: list[float], 
     """A live record indexed at ``version`` with one chunk of ``vector``; returns its id."""
     record_id = str(uuid.uuid4())
     async with db.session() as session:
-        seq = uuid.uuid4().int % 2**40  # the owner's change feed needs distinct numbers
+        seq = next(_CHANGE_SEQ)  # the owner's change feed, as mobile_service's writes number it
         session.add(Record(id=record_id, owner_id=owner, title=title, content=title, version=version, change_seq=seq))
+        await session.merge(RecordChangeCounter(id=owner, value=seq))
         session.add(RecordIndexState(id=record_id, owner_id=owner, wanted_version=version, lease_owner=WORKER))
         await session.flush()
         work = store.IndexWork(record_id, owner, version, title, title, True, None, None)
@@ -102,7 +107,6 @@ def test_a_write_by_any_process_invalidates_the_cached_vectors(database_url: str
         assert found == {first, second}
         # a delete elsewhere: the record's chunks go, the change counter moves
         async with db.session() as session:
-            session.add(RecordChangeCounter(id="owner-c", value=1))
             await store.forget_record(session, "owner-c", first)
             await session.commit()
         async with db.session() as session:
@@ -148,3 +152,59 @@ def test_citations_keep_only_retrieved_sources_the_answer_cites() -> None:
 def test_reciprocal_rank_fusion_rewards_records_found_both_ways() -> None:
     fused = [record_id for record_id, _ in fuse(["a", "b", "c"], ["c", "d", "a"])]
     assert fused[:2] == ["a", "c"] and set(fused) == {"a", "b", "c", "d"}
+
+
+def _contents(matrix: Any) -> list[tuple[str, str, tuple[float, ...]]]:
+    rows = zip(matrix.record_ids.tolist(), matrix.chunk_ids, matrix.matrix.round(5).tolist(), strict=True)
+    return sorted((record_id, chunk_id, tuple(vector)) for record_id, chunk_id, vector in rows)
+
+
+async def _reindex(db: Database, owner: str, record_id: str, version: int, vectors: list[list[float]]) -> None:
+    async with db.session() as session:
+        await session.execute(
+            update(RecordIndexState)
+            .where(RecordIndexState.id == record_id)
+            .values(wanted_version=version, lease_owner=WORKER)
+        )
+        await session.execute(update(Record).where(Record.id == record_id).values(version=version))
+        work = store.IndexWork(record_id, owner, version, "t", "c", True, None, None)
+        chunks = [store.ChunkRow(n, f"v{version}-{n}", to_bytes(v), len(v)) for n, v in enumerate(vectors)]
+        assert await store.save_chunks(session, work, WORKER, model="m", content_hash=str(version), chunks=chunks)
+
+
+async def _delete(db: Database, owner: str, record_id: str, seq: int) -> None:
+    """As mobile_service's delete does: a change of the owner's feed, and the chunks gone with it."""
+    async with db.session() as session:
+        await session.execute(update(Record).where(Record.id == record_id).values(deleted_at=utcnow(), change_seq=seq))
+        await session.merge(RecordChangeCounter(id=owner, value=seq))
+        await store.forget_record(session, owner, record_id)
+        await session.commit()
+
+
+def test_the_refreshed_cache_always_equals_a_fresh_load(database_url: str) -> None:
+    async def scenario(db: Database) -> None:
+        owner, model = "owner-e", "m"
+        cached = VectorIndex()
+        a = await add_record(db, owner, "a", unit(0))
+        b = await add_record(db, owner, "b", unit(1))
+
+        async def check() -> None:
+            async with db.session() as session:
+                mine = await cached.matrix(session, owner, model)
+                fresh = await VectorIndex().matrix(session, owner, model)
+            assert _contents(mine) == _contents(fresh)
+
+        await check()
+        c = await add_record(db, owner, "c", unit(2))  # a new record indexed
+        await check()
+        await _reindex(db, owner, a, 2, [unit(3), unit(4)])  # a record re-embedded, now two chunks
+        await check()
+        await _reindex(db, owner, b, 2, [])  # a record whose text became empty: no chunks
+        await check()
+        await _delete(db, owner, c, next(_CHANGE_SEQ))  # a delete through the change feed
+        await check()
+        async with db.session() as session:
+            hits = await cached.nearest(session, owner, model, unit(3), limit=5)
+        assert [h.record_id for h in hits] == [a]
+
+    run_on(database_url, scenario)

@@ -53,19 +53,9 @@ class Retrieval:
                 session, owner_id, self.model, vector, limit=wanted, min_score=self.settings.index_min_score
             )
             titles = await store.live_titles(session, owner_id, [h.record_id for h in hits], tag)
-            hits = [h for h in hits if h.record_id in titles][:limit]
-            texts = await store.chunk_texts(session, owner_id, [h.chunk_id for h in hits])
             await session.commit()
-        return [
-            Source(
-                h.record_id,
-                titles[h.record_id],
-                round(h.score, 4),
-                snippet_of(texts.get(h.chunk_id, "")),
-                texts.get(h.chunk_id, ""),
-            )
-            for h in hits
-        ]
+        hits = [h for h in hits if h.record_id in titles][:limit]
+        return [Source(h.record_id, titles[h.record_id], round(h.score, 4), snippet_of(h.text), h.text) for h in hits]
 
     async def related(self, owner_id: str, record_id: str, limit: int) -> list[tuple[str, float]] | None:
         """The caller's other live records nearest to this one; None when the record is not the

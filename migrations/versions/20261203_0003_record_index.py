@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("record_id", sa.String(length=36), nullable=False),
         sa.Column("owner_id", sa.String(length=36), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.BigInteger(), nullable=False),
         sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("dimensions", sa.Integer(), nullable=False),
@@ -62,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("record_chunks", schema=None) as batch_op:
-        batch_op.create_index("ix_record_chunks_owner_model", ["owner_id", "model"], unique=False)
+        batch_op.create_index("ix_record_chunks_owner_model", ["owner_id", "model", "generation"], unique=False)
         batch_op.create_index("ix_record_chunks_record", ["record_id"], unique=False)
     op.create_table(
         "record_index_owners",
