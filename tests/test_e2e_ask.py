@@ -115,6 +115,13 @@ def test_semantic_and_hybrid_search_find_a_record_by_words_not_in_its_title(
     keyword = search(api, me, "espresso", "keyword")
     assert [r["id"] for r in keyword] == [library["coffee"]["id"]] and "match" not in keyword[0]
     assert search(api, me, "espresso beans", "semantic", tag="nothing-has-this") == []
+    # list filters apply to searches by meaning too
+    assert search(api, me, "espresso beans", "hybrid", pinned="true") == []
+    assert [r["id"] for r in search(api, me, "espresso beans", "semantic", pinned="false")][:1] == [
+        library["coffee"]["id"]
+    ]
+    paged = api.get("/api/v1/records", params={"q": "espresso beans", "mode": "semantic", "limit": 1}, headers=me)
+    assert len(paged.json()["data"]) == 1 and paged.json()["total_count"] >= 1
 
 
 def test_related_records_exclude_the_record_itself_and_other_users(api: httpx.Client, library: dict[str, Any]) -> None:

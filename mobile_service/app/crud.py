@@ -210,6 +210,16 @@ async def live_by_ids(session: AsyncSession, filters: ListFilters, record_ids: l
     return found
 
 
+async def live_ids(session: AsyncSession, filters: ListFilters, record_ids: list[str]) -> set[str]:
+    """Which of ``record_ids`` are the owner's live records passing ``filters``."""
+    if not record_ids:
+        return set()
+    rows = await session.execute(select(Record.id).where(*_filters(filters), Record.id.in_(record_ids)))
+    found = {row[0] for row in rows}
+    await end_read(session)
+    return found
+
+
 def parse_sort(sort: str) -> tuple[str, str]:
     """``-updated_at`` → (``updated_at``, ``desc``); unknown columns are refused by the caller."""
     column = sort.lstrip("-")

@@ -78,18 +78,23 @@ async def search(
         ranked = [(h["record_id"], float(h.get("score") or 0.0)) for h in hits]
     else:
         ranked = fuse([r.id for r in keyword], [h["record_id"] for h in hits])
+    if filters.pinned is not None:  # the only filter llm_service did not apply
+        allowed = await crud.live_ids(session, filters, [record_id for record_id, _ in ranked])
+        ranked = [(record_id, score) for record_id, score in ranked if record_id in allowed]
+    page = ranked[offset : offset + limit]
     found = {r.id: r for r in keyword}
-    missing = [record_id for record_id, _ in ranked if record_id not in found]
-    found.update(await crud.live_by_ids(session, filters, missing))
+    found.update(
+        await crud.live_by_ids(session, filters, [record_id for record_id, _ in page if record_id not in found])
+    )
     items = [
         RecordListItem(
             **found[record_id].model_dump(),
             match=Match(score=round(score, 4), snippet=snippets.get(record_id) or keyword_snippet(found[record_id], q)),
         )
-        for record_id, score in ranked
-        if record_id in found
+        for record_id, score in page
+        if record_id in found  # deleted a moment ago
     ]
-    return {"data": items[offset : offset + limit], "total_count": len(items)}
+    return {"data": items, "total_count": len(ranked)}
 
 
 async def related(
