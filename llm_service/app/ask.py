@@ -17,7 +17,7 @@ from common.database import Database
 from common.errors import AppError
 from common.llm_client import LLMClient, Usage, estimate_tokens
 from llm_service.app.retrieval import Retrieval, Source
-from llm_service.app.sse import sse_event
+from llm_service.app.sse import relay_deltas, sse_event
 from llm_service.app.usage import record_usage
 
 USAGE_KIND = "ask"
@@ -118,10 +118,9 @@ class AskService:
             return
         parts: list[str] = []
         try:
-            async for piece in stream.pieces():
-                if piece.delta:
-                    parts.append(piece.delta)
-                    yield sse_event("delta", {"content": piece.delta})
+            async for piece in relay_deltas(stream, parts):
+                if isinstance(piece, str):
+                    yield piece
                     continue
                 answer = "".join(parts)
                 usage = piece.usage or _estimate(messages, answer)

@@ -26,7 +26,7 @@ from llm_service.app.prompts import PromptStore
 from llm_service.app.records import owned_record_texts
 from llm_service.app.retrieval import Retrieval, Source
 from llm_service.app.schemas import ChatSessionCreate
-from llm_service.app.sse import sse_event
+from llm_service.app.sse import relay_deltas, sse_event
 from llm_service.app.usage import record_usage
 
 logger = logging.getLogger(__name__)
@@ -190,10 +190,9 @@ class ChatService:
         settled = False
         try:
             try:
-                async for piece in stream.pieces():
-                    if piece.delta:
-                        parts.append(piece.delta)
-                        yield sse_event("delta", {"content": piece.delta})
+                async for piece in relay_deltas(stream, parts):
+                    if isinstance(piece, str):
+                        yield piece
                         continue
                     content = "".join(parts)
                     citations = turn.citations(content)

@@ -16,6 +16,8 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from common.llm_client import ChatStream, StreamPiece
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -28,6 +30,17 @@ def sse_data(data: Any) -> str:
     """One unnamed SSE event (the OpenAI streaming format); ``data`` may be the literal ``[DONE]``."""
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
     return f"data: {payload}\n\n"
+
+
+async def relay_deltas(stream: ChatStream, parts: list[str]) -> AsyncGenerator[str | StreamPiece, None]:
+    """A provider stream as SSE ``delta`` events (their text collected in ``parts``), then its
+    last piece (model, usage) as it is."""
+    async for piece in stream.pieces():
+        if piece.delta:
+            parts.append(piece.delta)
+            yield sse_event("delta", {"content": piece.delta})
+        else:
+            yield piece
 
 
 class EventStreamResponse(Response):

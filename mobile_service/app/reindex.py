@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.config import load_settings
 from common.database import Database
@@ -20,20 +23,11 @@ from mobile_service.app import crud
 from mobile_service.app.config import MobileSettings
 
 
-async def rebuild(database_url: str) -> int:
+async def _run(database_url: str, job: Callable[[AsyncSession], Awaitable[int]]) -> int:
     db = Database(database_url)
     try:
         async with db.session() as session:
-            return await crud.rebuild_search_index(session)
-    finally:
-        await db.dispose()
-
-
-async def mark_for_embedding(database_url: str) -> int:
-    db = Database(database_url)
-    try:
-        async with db.session() as session:
-            return await index_store.mark_all_pending(session)
+            return await job(session)
     finally:
         await db.dispose()
 
@@ -43,10 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embeddings", action="store_true", help="also re-embed every record (semantic index)")
     args = parser.parse_args(argv)
     settings = load_settings(MobileSettings, "mobile_service")
-    written = asyncio.run(rebuild(settings.database_url))
+    written = asyncio.run(_run(settings.database_url, crud.rebuild_search_index))
     print(f"search index rebuilt; {written} records with CJK text indexed")
     if args.embeddings:
-        pending = asyncio.run(mark_for_embedding(settings.database_url))
+        pending = asyncio.run(_run(settings.database_url, index_store.mark_all_pending))
         print(f"semantic index: {pending} records marked for embedding; llm_service's indexer takes them up")
 
 
