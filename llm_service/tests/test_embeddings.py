@@ -14,7 +14,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.auth import bearer
+from tests.auth import bad_bearers, bearer
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -70,11 +70,9 @@ def test_a_valid_access_token_is_required(
     client: TestClient, auth_headers: Callable[..., dict[str, str]], issue_token: Callable[..., str]
 ) -> None:
     token = auth_headers()["Authorization"].split()[1]
-    head, payload, signature = token.split(".")
-    forged = bearer(f"{head}.{payload}.{signature[::-1]}")
-    refresh = bearer(issue_token(token_type="refresh"))
+    refused = bad_bearers(token, issue_token(token_type="refresh"))
     for path in ("/api/v1/embeddings", "/v1/embeddings"):
-        for headers in ({}, forged, refresh):
+        for headers in refused:
             response = client.post(path, json={"input": ["x"]}, headers=headers)
             assert response.status_code == 401, (path, headers, response.text)
     usage = client.get("/api/v1/usage", headers=bearer(token)).json()
