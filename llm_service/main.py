@@ -36,7 +36,7 @@ async def _open_provider(state: LLMState) -> None:
     settings: LLMSettings = state["settings"]  # type: ignore[assignment]
     state["llm"] = LLMClient.from_settings(settings)
     state["prompts"] = PromptStore(settings.prompts_dir, check_seconds=settings.prompts_check_seconds)
-    state["vectors"] = VectorIndex()
+    state["vectors"] = VectorIndex(max_bytes=settings.index_cache_mb * 2**20)
     state["indexer"] = None
     if settings.index_enabled and state["llm"].configured and state["db"] is not None:
         indexer = RecordIndexer(state["db"], state["llm"], settings)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.record_index import store
 
-CACHED_OWNERS = 16  # each entry is an owner's vectors: 10,000 records of 1,536 dims ≈ 60 MB
+DEFAULT_CACHE_BYTES = 256 * 2**20  # 10,000 records of 1,536 dims are ≈ 60 MB of float32
 REFRESH_MAX = 2_000  # records changed since the cached copy beyond which it is reloaded whole
 
 
@@ -51,8 +51,8 @@ class Hit:
 class VectorIndex:
     """The per-process cache of owners' matrices, and the searches over them."""
 
-    def __init__(self, max_owners: int = CACHED_OWNERS) -> None:
-        self.max_owners = max_owners
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._cache: OrderedDict[tuple[str, str], OwnerMatrix] = OrderedDict()
 
     async def matrix(self, session: AsyncSession, owner_id: str, model: str) -> OwnerMatrix:
@@ -64,10 +64,19 @@ class VectorIndex:
             change_seq = await store.owner_change_seq(session, owner_id)
             cached = await self._refreshed(session, owner_id, model, cached, generation, change_seq)
             self._cache[(owner_id, model)] = cached
-            while len(self._cache) > self.max_owners:
-                self._cache.popitem(last=False)
+            self._evict(keep=(owner_id, model))
         self._cache.move_to_end((owner_id, model))
         return cached
+
+    def _evict(self, keep: tuple[str, str]) -> None:
+        """Drop the least recently used owners until the cache fits ``max_bytes`` (the owner just
+        asked for stays, even alone above it: its query needs it)."""
+        total = sum(entry.matrix.nbytes for entry in self._cache.values())
+        for key in list(self._cache):
+            if total <= self.max_bytes:
+                break
+            if key != keep:
+                total -= self._cache.pop(key).matrix.nbytes
 
     async def _refreshed(
         self,

@@ -208,3 +208,18 @@ def test_the_refreshed_cache_always_equals_a_fresh_load(database_url: str) -> No
         assert [h.record_id for h in hits] == [a]
 
     run_on(database_url, scenario)
+
+
+def test_the_cache_keeps_to_its_memory_bound(database_url: str) -> None:
+    async def scenario(db: Database) -> None:
+        one_owner = 8 * 4  # one chunk of 8 float32
+        index = VectorIndex(max_bytes=2 * one_owner)
+        owners = [f"owner-f{n}" for n in range(3)]
+        for owner in owners:
+            await add_record(db, owner, owner, unit(0))
+        async with db.session() as session:
+            for owner in owners:
+                assert len(await index.nearest(session, owner, "m", unit(0), limit=5)) == 1
+        assert [owner for owner, _ in index._cache] == owners[1:]  # the least recently used went
+
+    run_on(database_url, scenario)

@@ -72,6 +72,7 @@ class LLMSettings(Settings):
     # Retrieval: chunks below this cosine similarity are not "relevant" (search, /ask, chat).
     index_min_score: float = 0.05
     index_search_limit: int = 100  # records a semantic search considers at most
+    index_cache_mb: int = Field(default=256, ge=1)  # owners' vectors kept in memory per process
     index_search_rate_limit_per_minute: int = 300  # query embeddings per user (search, related)
     ask_max_source_chars: int = 1500  # of each numbered source the model sees
     chat_use_records_limit: int = Field(default=6, ge=1, le=20)  # sources of a chat message with use_records
