@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from common.config import REPO_ROOT
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -293,5 +294,127 @@ def test_the_ui_speaks_simplified_chinese(browser: Any, web_url: str) -> None:
         assert page.locator("html").get_attribute("lang") == "zh-CN"
         page.click("a.lang-toggle")  # the toggle switches to English and remembers it
         page.locator("h1", has_text="Sign in").wait_for()
+    finally:
+        ctx.close()
+
+
+# "Ask my records" (docs/api.md §15): the canned upstream embeds texts sharing words near each
+# other and answers from the numbered sources as "From your records: <sentence> [n]".
+TRIP = ("Lisbon weekend", "We ate grilled sardines by the river at dusk. The tram climbed the old hill.")
+PACKING = ("Packing for Lisbon", "Tram card, sunscreen and a camera for the old hill.")
+BREAD = ("Sourdough starter", "Feed it flour and water every morning; bake on Sundays.")
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def shots(page: Any, name: str) -> None:
+    """The page on a desktop window and on the phone (the context's size), full length."""
+    page.set_viewport_size(DESKTOP)
+    shot(page, f"{name}-desktop")
+    page.set_viewport_size(PHONE)
+    shot(page, f"{name}-phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page overflows the phone"
+
+
+def index_status(page: Any, web_url: str) -> dict[str, Any]:
+    response = page.request.get(f"{web_url}/api/v1/index/status")
+    assert response.ok, response.text()
+    return response.json()
+
+
+def watch_updates(page: Any, selector: str) -> None:
+    """Count in ``window.__updates`` the changes of the element's contents (one per piece shown)."""
+    page.evaluate(
+        """(selector) => {
+            window.__updates = 0;
+            new MutationObserver((records) => (window.__updates += records.length))
+                .observe(document.querySelector(selector), {subtree: true, childList: true, characterData: true});
+        }""",
+        selector,
+    )
+
+
+def test_ask_my_records_semantic_search_and_related_records(browser: Any, context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    trip = create_record(page, *TRIP, tags="travel")
+    page.click("#tabs a[data-view=records]")
+    packing = create_record(page, *PACKING, tags="travel")
+    page.click("#tabs a[data-view=records]")
+    create_record(page, *BREAD)
+    assert wait_until(lambda: index_status(page, web_url)["pending"] == 0, 60), index_status(page, web_url)
+
+    # Ask: the index line, the answer streamed in, [n] citing the trip, the source linking to it.
+    page.click("#tabs a[data-view=ask]")
+    page.locator("#index-status", has_text="3 of 3 records indexed").wait_for()
+    watch_updates(page, "#ask-answer")
+    page.fill("#ask-input", "Where did we eat sardines?")
+    page.press("#ask-input", "Enter")
+    answer = page.locator("#ask-answer")
+    try:
+        page.locator("#ask-answer[data-state=done]").wait_for()
+    except sync_api.TimeoutError:
+        shot(page, "13-ask-failed")
+        pytest.fail(f"no answer: {answer.get_attribute('data-state')!r} {page.locator('#view-ask').inner_text()!r}")
+    assert "grilled sardines by the river" in answer.inner_text()
+    assert page.evaluate("window.__updates") >= 2, "the answer arrived in one piece, not streamed"
+    assert page.locator("#ask-state").is_hidden()
+    marker = answer.locator("a.cite").first
+    assert marker.get_attribute("href") == f"#/records/{trip}"
+    source = page.locator(f"#ask-sources li[data-record-id='{trip}']")
+    assert source.locator("a").inner_text() == TRIP[0]
+    assert source.locator("a").get_attribute("href") == f"#/records/{trip}"
+    marker.click()  # scrolls to (and marks) the source instead of leaving the answer
+    page.locator(f"#ask-sources li.highlight[data-record-id='{trip}']").wait_for()
+    assert page.url.endswith("#/ask")
+    shots(page, "13-ask")
+    source.locator("a").click()
+    page.wait_for_url(re.compile(f"#/records/{trip}$"))
+    sync_api.expect(page.locator("#title")).to_have_value(TRIP[0])
+
+    # A provider failure mid-answer shows its error text.
+    page.click("#tabs a[data-view=ask]")
+    page.fill("#ask-input", "Where did we eat sardines? [[cut]]")
+    page.click("#ask-send")
+    page.locator("#ask-answer[data-state=error]").wait_for()
+    assert page.locator("#ask-state.error").inner_text().strip()
+
+    # Search by meaning: "sardines" is in the trip's text, not its title; the card shows where.
+    page.click("#tabs a[data-view=records]")
+    page.select_option("#search-mode", "semantic")
+    page.fill("#search", "sardines")
+    first = page.locator("#record-list .record-item").first
+    first.locator(".record-title", has_text=TRIP[0]).wait_for()
+    assert "sardines" in first.locator(".match-snippet").inner_text()
+    assert page.locator("#record-list .record-item .excerpt").count() == 0
+    shots(page, "14-semantic-search")
+
+    # The editor lists the records nearest to the open one, linking to them.
+    first.click()
+    related = page.locator(f"#related-list li[data-id='{packing}'] a")
+    related.wait_for()
+    assert related.inner_text() == PACKING[0]
+    assert page.locator(f"#related-list li[data-id='{trip}']").count() == 0
+    assert page.locator("#related-list li").count() <= 5
+    shots(page, "15-related")
+    related.click()
+    page.wait_for_url(re.compile(f"#/records/{packing}$"))
+    sync_api.expect(page.locator("#title")).to_have_value(PACKING[0])
+    page.locator(f"#related-list li[data-id='{trip}']").wait_for()
+
+    page.click("#tabs a[data-view=records]")
+    page.click("#new-record")  # a record not saved yet has no related list
+    assert page.locator("#related-box").is_hidden()
+
+
+def test_the_ask_view_speaks_simplified_chinese(browser: Any, web_url: str) -> None:
+    ctx = open_context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    try:
+        page = ctx.new_page()
+        sign_up(page, web_url)
+        page.click("#tabs a[data-view=ask]")
+        assert page.locator("#tabs a[data-view=ask]").inner_text() == "问答"
+        assert page.locator("#ask-send").inner_text() == "提问"
+        page.locator("#index-status", has_text="还没有可以提问的记录。").wait_for()
+        shot(page, "16-ask-zh-phone")
     finally:
         ctx.close()

@@ -26,3 +26,11 @@ def test_language_names_are_normalised() -> None:
     assert normalise_language("zh-Hans-CN") == "zh-CN"
     assert normalise_language("en-GB") == "en"
     assert normalise_language("fr") is None
+
+
+def test_both_catalogues_fill_the_same_placeholders() -> None:
+    english = json.loads((I18N_DIR / "en.json").read_text(encoding="utf-8"))
+    chinese = json.loads((I18N_DIR / "zh-CN.json").read_text(encoding="utf-8"))
+    placeholders = re.compile(r"\{(\w+)\}")
+    for key, text in english.items():
+        assert set(placeholders.findall(text)) == set(placeholders.findall(chinese[key])), key

@@ -4,7 +4,9 @@
 "use strict";
 
 const boot = JSON.parse(document.getElementById("boot").textContent);
-const t = (key) => boot.i18n[key] || key;
+// A UI string; `{name}` placeholders are filled from `values`.
+const t = (key, values = {}) =>
+  Object.entries(values).reduce((text, [name, value]) => text.replaceAll(`{${name}}`, String(value)), boot.i18n[key] || key);
 const $ = (selector) => document.querySelector(selector);
 
 function el(tag, attrs = {}, ...children) {
@@ -19,9 +21,15 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The text shown for an error body (an HTTP answer's, or an SSE `error` event's data).
+function errorText(body, status) {
+  if (typeof body?.detail === "string") return body.detail;
+  return status ? `${t("error.generic")} (${status})` : t("error.generic");
+}
+
 class ApiError extends Error {
   constructor(status, body) {
-    super(typeof body?.detail === "string" ? body.detail : `${t("error.generic")} (${status})`);
+    super(errorText(body, status));
     this.status = status;
     this.body = body;
   }
@@ -75,7 +83,7 @@ function debounce(fn, ms) {
 
 // ------------------------------------------------------------------ records list
 
-const recordsState = { q: "", tag: "", offset: 0 };
+const recordsState = { q: "", mode: "keyword", tag: "", offset: 0, request: 0 };
 const RECORDS_PAGE = 50;
 
 function recordItem(record) {
@@ -91,7 +99,9 @@ function recordItem(record) {
         record.pinned ? el("span", { class: "pin-mark", title: t("records.pinned"), text: "★ " }) : null,
         document.createTextNode(record.title || "—"),
       ),
-      el("div", { class: "excerpt", text: (record.summary || record.content || "").slice(0, 160) }),
+      record.match
+        ? el("div", { class: "match-snippet", text: record.match.snippet })
+        : el("div", { class: "excerpt", text: (record.summary || record.content || "").slice(0, 160) }),
       el("div", {}, ...(record.tags || []).map((tag) => el("span", { class: "tag", text: "#" + tag }))),
     ),
   );
@@ -99,10 +109,13 @@ function recordItem(record) {
 
 async function loadRecords({ more = false } = {}) {
   recordsState.offset = more ? recordsState.offset + RECORDS_PAGE : 0;
+  const request = ++recordsState.request;
   const params = new URLSearchParams({ limit: String(RECORDS_PAGE), offset: String(recordsState.offset) });
   if (recordsState.q) params.set("q", recordsState.q);
+  if (recordsState.q && recordsState.mode !== "keyword") params.set("mode", recordsState.mode);
   if (recordsState.tag) params.set("tag", recordsState.tag);
   const page = await api("GET", "/api/v1/records?" + params);
+  if (request !== recordsState.request) return; // a newer search was started meanwhile (semantic ones take longer)
   const records = items(page);
   const list = $("#record-list");
   if (more) list.append(...records.map(recordItem));
@@ -137,6 +150,13 @@ $("#search").addEventListener(
     await loadRecords();
   }), 250),
 );
+$("#search-mode").addEventListener(
+  "change",
+  guarded(async (event) => {
+    recordsState.mode = event.target.value;
+    if (recordsState.q) await loadRecords();
+  }),
+);
 
 // ------------------------------------------------------------------ editor
 
@@ -169,6 +189,24 @@ function renderRecordMeta() {
   $("#attachments").replaceChildren(
     ...(record?.attachments || []).map((id) => el("figure", {}, el("img", { src: `/api/v1/images/${id}/thumbnail`, alt: "" }))),
   );
+}
+
+const RELATED_LIMIT = 5;
+
+// The records nearest in meaning to the one open (empty until the index has it).
+async function loadRelated(record) {
+  $("#related-box").hidden = !record;
+  $("#related-list").replaceChildren();
+  $("#related-empty").hidden = true;
+  if (!record) return;
+  const related = items(await api("GET", `/api/v1/records/${record.id}/related?limit=${RELATED_LIMIT}`));
+  if (current?.id !== record.id) return; // another record was opened meanwhile
+  $("#related-list").replaceChildren(
+    ...related.map(({ record: other }) =>
+      el("li", { "data-id": other.id }, el("a", { href: `#/records/${other.id}`, text: other.title || "—" })),
+    ),
+  );
+  $("#related-empty").hidden = related.length > 0;
 }
 
 function editorFields() {
@@ -389,6 +427,24 @@ async function readEvents(response, onEvent) {
   }
 }
 
+// POSTs `body` as JSON and calls onEvent(name, payload) per event of the text/event-stream answer;
+// an HTTP error throws ApiError.
+async function postEvents(path, body, onEvent) {
+  const response = await api("POST", path, body, { raw: true });
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+  await readEvents(response, (name, data) => onEvent(name, JSON.parse(data)));
+}
+
+// Enter submits the form, Shift+Enter (or an IME composition) keeps typing.
+function submitOnEnter(textarea, form) {
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
+
 async function sendChat(text) {
   if (!chatId) {
     const session = await api("POST", "/api/v1/chat/sessions", { title: text.slice(0, 60) });
@@ -399,25 +455,24 @@ async function sendChat(text) {
   chatMessage("user", text);
   const reply = chatMessage("assistant", "");
   reply.dataset.state = "streaming";
-  const response = await api("POST", `/api/v1/chat/sessions/${chatId}/messages`, { content: text, stream: true }, { raw: true });
-  if (!response.ok) {
-    const body = await response.json().catch(() => null);
+  try {
+    await postEvents(`/api/v1/chat/sessions/${chatId}/messages`, { content: text, stream: true }, (name, payload) => {
+      if (name === "delta") reply.textContent += payload.content || "";
+      else if (name === "done") reply.dataset.state = "done";
+      else if (name === "error") {
+        reply.classList.add("error");
+        reply.dataset.state = "error";
+        reply.textContent += (reply.textContent ? "\n" : "") + errorText(payload);
+      }
+      $("#chat-log").scrollTop = $("#chat-log").scrollHeight;
+    });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401) throw error;
     reply.classList.add("error");
     reply.dataset.state = "error";
-    reply.textContent = new ApiError(response.status, body).message;
+    reply.textContent = error.message;
     return;
   }
-  await readEvents(response, (name, data) => {
-    const payload = JSON.parse(data);
-    if (name === "delta") reply.textContent += payload.content || "";
-    else if (name === "done") reply.dataset.state = "done";
-    else if (name === "error") {
-      reply.classList.add("error");
-      reply.dataset.state = "error";
-      reply.textContent += (reply.textContent ? "\n" : "") + (payload.detail || t("error.generic"));
-    }
-    $("#chat-log").scrollTop = $("#chat-log").scrollHeight;
-  });
   if (reply.dataset.state === "streaming") reply.dataset.state = "done";
   await loadChatSessions();
 }
@@ -437,16 +492,146 @@ $("#chat-form").addEventListener(
     }
   }),
 );
-$("#chat-input").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    $("#chat-form").requestSubmit();
-  }
-});
+submitOnEnter($("#chat-input"), $("#chat-form"));
 $("#new-chat").addEventListener("click", () => {
   location.hash = "#/chat";
   openChat(null).catch(flash);
 });
+
+// ------------------------------------------------------------------ ask my records
+
+let indexTimer = null;
+
+// "12 of 12 records indexed · 3 waiting", polled while records wait and the view is open.
+async function loadIndexStatus() {
+  clearTimeout(indexTimer);
+  const status = await api("GET", "/api/v1/index/status");
+  const parts = status.records
+    ? [t("ask.index_status", { indexed: status.indexed, records: status.records })]
+    : [t("ask.index_empty")];
+  if (status.pending) parts.push(t("ask.index_pending", { count: status.pending }));
+  if (status.failed) parts.push(t("ask.index_failed", { count: status.failed }));
+  $("#index-status").textContent = parts.join(" · ");
+  $("#index-status").dataset.pending = String(status.pending);
+  if (status.pending && currentView === "ask") indexTimer = setTimeout(guarded(loadIndexStatus), 2000);
+}
+
+function askState(text, { error = false } = {}) {
+  const line = $("#ask-state");
+  line.textContent = text || "";
+  line.hidden = !text;
+  line.classList.toggle("error", error);
+  line.classList.toggle("muted", !error);
+}
+
+// The answer as text nodes; each [n] naming a retrieved source becomes a link to that record which,
+// once the sources are listed, scrolls to its entry. The model's text never becomes HTML.
+function renderAnswer(text, sources) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(/\[(\d{1,3})\]/g)) {
+    const n = Number(match[1]);
+    const source = sources.get(n);
+    if (!source) continue;
+    nodes.push(document.createTextNode(text.slice(last, match.index)));
+    nodes.push(
+      el("a", {
+        class: "cite",
+        href: `#/records/${source.record_id}`,
+        "data-n": String(n),
+        title: source.title || "",
+        text: match[0],
+        onclick: (event) => {
+          const entry = document.getElementById(`ask-source-${n}`);
+          if (!entry) return; // not listed (yet): the link opens the record
+          event.preventDefault();
+          document.querySelectorAll("#ask-sources li").forEach((li) => li.classList.toggle("highlight", li === entry));
+          entry.scrollIntoView({ behavior: "smooth", block: "nearest" });
+          entry.querySelector("a").focus({ preventScroll: true });
+        },
+      }),
+    );
+    last = match.index + match[0].length;
+  }
+  nodes.push(document.createTextNode(text.slice(last)));
+  $("#ask-answer").replaceChildren(...nodes);
+}
+
+function sourceItem(source) {
+  return el(
+    "li",
+    { id: `ask-source-${source.n}`, "data-record-id": source.record_id },
+    el("span", { class: "cite-n", text: `[${source.n}]` }),
+    el(
+      "div",
+      { class: "source-body" },
+      el("a", { href: `#/records/${source.record_id}`, text: source.title || "—" }),
+      el("div", { class: "muted small", text: source.snippet || "" }),
+    ),
+  );
+}
+
+function showSources(citations) {
+  $("#ask-sources").replaceChildren(...citations.map(sourceItem));
+  $("#ask-no-sources").hidden = citations.length > 0;
+  $("#ask-sources-box").hidden = false;
+}
+
+async function askRecords(question) {
+  const answer = $("#ask-answer");
+  let sources = new Map();
+  let text = "";
+  answer.replaceChildren();
+  answer.hidden = true;
+  answer.dataset.state = "retrieving";
+  $("#ask-sources-box").hidden = true;
+  askState(t("ask.searching"));
+  const failed = (message) => {
+    answer.dataset.state = "error";
+    answer.hidden = !text;
+    askState(message, { error: true });
+  };
+  try {
+    await postEvents("/api/v1/ask", { question, stream: true }, (name, payload) => {
+      if (name === "citations") {
+        sources = new Map((payload.sources || []).map((source) => [source.n, source]));
+        answer.dataset.state = "streaming";
+        askState(t("ask.writing"));
+      } else if (name === "delta") {
+        text += payload.content || "";
+        answer.hidden = false;
+        renderAnswer(text, sources);
+      } else if (name === "done") {
+        answer.dataset.state = "done";
+        askState(null);
+        showSources(payload.citations || []);
+      } else if (name === "error") {
+        failed(errorText(payload));
+      }
+    });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401) throw error;
+    failed(error.message);
+    return;
+  }
+  if (!["done", "error"].includes(answer.dataset.state)) failed(t("error.generic")); // the stream was cut
+}
+
+$("#ask-form").addEventListener(
+  "submit",
+  guarded(async (event) => {
+    event.preventDefault();
+    const question = $("#ask-input").value.trim();
+    if (!question) return;
+    $("#ask-send").disabled = true;
+    try {
+      await askRecords(question);
+    } finally {
+      $("#ask-send").disabled = false;
+    }
+  }),
+);
+submitOnEnter($("#ask-input"), $("#ask-form"));
 
 // ------------------------------------------------------------------ generation tasks
 
@@ -510,12 +695,16 @@ async function route() {
   if (section === "records" && id) {
     show("editor");
     fillEditor(id === "new" ? null : await api("GET", `/api/v1/records/${id}`));
+    await loadRelated(current);
   } else if (section === "images") {
     show("images");
     await loadImages();
   } else if (section === "chat") {
     show("chat");
     await openChat(id || null);
+  } else if (section === "ask") {
+    show("ask");
+    await loadIndexStatus();
   } else if (section === "gen") {
     show("gen");
     await loadTasks();
