@@ -193,13 +193,20 @@ function renderRecordMeta() {
 
 const RELATED_LIMIT = 5;
 
-// The records nearest in meaning to the one open (empty until the index has it).
+// The records nearest in meaning to the one open (empty until the index has it). A side panel:
+// when the assistant cannot be reached it is hidden, and the editor works on without a banner.
 async function loadRelated(record) {
   $("#related-box").hidden = !record;
   $("#related-list").replaceChildren();
   $("#related-empty").hidden = true;
   if (!record) return;
-  const related = items(await api("GET", `/api/v1/records/${record.id}/related?limit=${RELATED_LIMIT}`));
+  let related;
+  try {
+    related = items(await api("GET", `/api/v1/records/${record.id}/related?limit=${RELATED_LIMIT}`));
+  } catch {
+    $("#related-box").hidden = true;
+    return;
+  }
   if (current?.id !== record.id) return; // another record was opened meanwhile
   $("#related-list").replaceChildren(
     ...related.map(({ record: other }) =>
