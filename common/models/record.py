@@ -11,6 +11,11 @@
   substrings match; document ids ranged by owner) kept in step by triggers, plus ``records_cjk``
   for one- and two-character CJK words; on PostgreSQL a GIN index over a ``simple`` tsvector of
   title and content.
+- History (docs/api.md §16): ``text_version`` is the version at which the record's title, content
+  and tags last changed (NULL for records older than history: then only the current version is a
+  known merge base), ``device`` the device that made that change; the states before it are
+  ``common.models.record_revision``. ``RecordChangeCounter.purged_seq`` is the highest change
+  number of the owner's purged tombstones: a sync cursor below it has missed a delete for good.
 """
 
 from __future__ import annotations
@@ -54,12 +59,21 @@ class Record(TimestampMixin, Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     change_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    text_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The owner's change feed, in order (sync), and its default listing order.
         Index("ix_records_owner_change_seq", "owner_id", "change_seq", unique=True),
         Index("ix_records_owner_updated", "owner_id", "deleted_at", "updated_at"),
         Index("ix_records_owner_pinned_updated", "owner_id", "pinned", "updated_at"),
+        # The purge's scan for old tombstones: only tombstones are in it.
+        Index(
+            "ix_records_tombstones",
+            "deleted_at",
+            sqlite_where=text("deleted_at IS NOT NULL"),
+            postgresql_where=text("deleted_at IS NOT NULL"),
+        ),
     )
 
 
@@ -84,6 +98,7 @@ class RecordChangeCounter(Base):
     __tablename__ = "record_change_counters"
 
     value: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    purged_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default=text("0"))
 
 
 # ---------------------------------------------------------------- full-text search DDL
@@ -232,3 +247,35 @@ def upgrade_sqlite_search_index(connection: Any) -> bool:
 
 
 SQLITE_SCHEMA_UPGRADES.append(upgrade_sqlite_search_index)
+
+
+# Record history's columns (migration 0004), for SQLite files that ``create_all`` made before
+# them: it adds missing tables, never columns or indexes of tables that exist.
+_SQLITE_HISTORY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("records", "text_version", "INTEGER"),
+    ("records", "device", "VARCHAR(64)"),
+    ("record_change_counters", "purged_seq", "BIGINT DEFAULT '0' NOT NULL"),
+)
+_SQLITE_TOMBSTONE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS ix_records_tombstones ON records (deleted_at) WHERE deleted_at IS NOT NULL"
+)
+
+
+def upgrade_sqlite_history_columns(connection: Any) -> bool:
+    """Add record history's columns and index to a SQLite database made before them (a no-op on
+    an up-to-date one). True when it changed something."""
+    if connection.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'records'")).first() is None:
+        return False
+    changed = False
+    for table, column, ddl in _SQLITE_HISTORY_COLUMNS:
+        present = {row[1] for row in connection.execute(text(f"PRAGMA table_info({table})"))}
+        if present and column not in present:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+            changed = True
+    if connection.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'ix_records_tombstones'")).first() is None:
+        connection.execute(text(_SQLITE_TOMBSTONE_INDEX))
+        changed = True
+    return changed
+
+
+SQLITE_SCHEMA_UPGRADES.append(upgrade_sqlite_history_columns)
