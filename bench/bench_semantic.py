@@ -63,8 +63,8 @@ def index_records(path: Path, owner: str) -> int:
             )
         states.append((record_id, owner, version, version, DEFAULT_EMBEDDING_MODEL, "indexed", 0, now, now))
     conn.executemany(
-        "INSERT INTO record_chunks (id, record_id, owner_id, version, ordinal, model, dimensions, text, embedding) "
-        "VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO record_chunks (id, record_id, owner_id, version, generation, ordinal, model, dimensions, text, "
+        "embedding) VALUES (?,?,?,?,1,?,?,?,?,?)",
         chunks,
     )
     conn.executemany(
