@@ -1,8 +1,8 @@
 """Nearest chunks among ONE owner's vectors (docs/api.md §15). The owner's chunk vectors (and
-texts, for snippets) are loaded as one float32 matrix and kept per process under the owner's
-chunk generation, read from the database on every query: any change of the owner's chunks
-through any replica (a record indexed, a record deleted) makes every process reload before it
-answers again. Similarity is one matrix-vector product."""
+texts, for snippets) are kept per process as one float32 matrix under the owner's chunk
+generation, read from the database on every query: any change of the owner's chunks through any
+replica (a record indexed, a record deleted) makes every process refresh the records that
+changed before it answers again. Similarity is one matrix-vector product."""
 
 from __future__ import annotations
 
@@ -30,14 +30,99 @@ def normalised(vector: Sequence[float] | np.ndarray) -> np.ndarray:
     return array / norm if norm else array
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerMatrix:
-    generation: int  # the owner's chunk generation and change sequence when it was read
-    change_seq: int
-    chunk_ids: list[str]
-    texts: list[str]
-    record_ids: np.ndarray  # record id of each row
-    matrix: np.ndarray  # rows: normalised chunk vectors
+class OwnerVectors:
+    """One owner's chunk vectors in a growable float32 matrix (normalised rows). A refresh drops
+    the rows of the records that changed (marked dead; compacted once a quarter is dead) and
+    appends their new rows, so it costs what changed, not the owner's whole index."""
+
+    def __init__(self, generation: int, change_seq: int, dims: int) -> None:
+        self.generation = generation  # the owner's chunk generation and change sequence when read
+        self.change_seq = change_seq
+        self.dims = dims
+        self.size = 0
+        self.dead = 0
+        self.matrix = np.empty((0, dims), dtype=np.float32)  # rows beyond ``size`` are spare capacity
+        self.alive = np.empty(0, dtype=bool)
+        self.record_ids: list[str] = []
+        self.chunk_ids: list[str] = []
+        self.texts: list[str] = []
+        self.rows_of: dict[str, list[int]] = {}
+
+    @classmethod
+    def load(cls, generation: int, change_seq: int, rows: list[Any]) -> OwnerVectors:
+        owner = cls(generation, change_seq, len(rows[0].embedding) // 4 if rows else 0)
+        owner.append(rows)
+        return owner
+
+    @property
+    def live(self) -> int:
+        return self.size - self.dead
+
+    @property
+    def nbytes(self) -> int:
+        return self.matrix.nbytes
+
+    def append(self, rows: list[Any]) -> None:
+        same = [row for row in rows if len(row.embedding) == self.dims * 4]  # another size: not comparable
+        if not same:
+            return
+        block = np.frombuffer(b"".join(row.embedding for row in same), dtype="<f4").reshape(len(same), self.dims)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        self._reserve(self.size + len(same))
+        self.matrix[self.size : self.size + len(same)] = block / norms
+        self.alive[self.size : self.size + len(same)] = True
+        for offset, row in enumerate(same):
+            self.rows_of.setdefault(row.record_id, []).append(self.size + offset)
+            self.record_ids.append(row.record_id)
+            self.chunk_ids.append(row.id)
+            self.texts.append(row.text)
+        self.size += len(same)
+
+    def drop(self, record_ids: set[str]) -> None:
+        for record_id in record_ids:
+            for row in self.rows_of.pop(record_id, []):
+                self.alive[row] = False
+                self.matrix[row] = 0.0
+                self.dead += 1
+
+    def compacted(self) -> OwnerVectors:
+        """Itself, or a copy without the dead rows once they are a quarter of it."""
+        if self.dead * 4 <= self.size:
+            return self
+        keep = np.flatnonzero(self.alive[: self.size])
+        copy = OwnerVectors(self.generation, self.change_seq, self.dims)
+        copy._reserve(len(keep))
+        copy.matrix[: len(keep)] = self.matrix[keep]
+        copy.alive[: len(keep)] = True
+        for new, old in enumerate(keep.tolist()):
+            copy.rows_of.setdefault(self.record_ids[old], []).append(new)
+            copy.record_ids.append(self.record_ids[old])
+            copy.chunk_ids.append(self.chunk_ids[old])
+            copy.texts.append(self.texts[old])
+        copy.size = len(keep)
+        return copy
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Cosine of every row to the normalised ``query``; dead rows score -inf."""
+        scores = self.matrix[: self.size] @ query
+        scores[~self.alive[: self.size]] = -np.inf
+        return scores
+
+    def live_rows(self) -> list[tuple[str, str, np.ndarray]]:
+        return [
+            (self.record_ids[i], self.chunk_ids[i], self.matrix[i]) for i in np.flatnonzero(self.alive[: self.size])
+        ]
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self.matrix):
+            return
+        capacity = max(rows, len(self.matrix) * 3 // 2, 64)
+        matrix = np.zeros((capacity, self.dims), dtype=np.float32)
+        matrix[: self.size] = self.matrix[: self.size]
+        alive = np.zeros(capacity, dtype=bool)
+        alive[: self.size] = self.alive[: self.size]
+        self.matrix, self.alive = matrix, alive
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +138,9 @@ class VectorIndex:
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._cache: OrderedDict[tuple[str, str], OwnerMatrix] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], OwnerVectors] = OrderedDict()
 
-    async def matrix(self, session: AsyncSession, owner_id: str, model: str) -> OwnerMatrix:
+    async def matrix(self, session: AsyncSession, owner_id: str, model: str) -> OwnerVectors:
         """The owner's vectors as of now: the cached copy when the owner's chunk generation has not
         moved; else the copy with only the records changed since replaced (or all reloaded)."""
         generation = await store.owner_generation(session, owner_id)
@@ -71,31 +156,37 @@ class VectorIndex:
     def _evict(self, keep: tuple[str, str]) -> None:
         """Drop the least recently used owners until the cache fits ``max_bytes`` (the owner just
         asked for stays, even alone above it: its query needs it)."""
-        total = sum(entry.matrix.nbytes for entry in self._cache.values())
+        total = sum(entry.nbytes for entry in self._cache.values())
         for key in list(self._cache):
             if total <= self.max_bytes:
                 break
             if key != keep:
-                total -= self._cache.pop(key).matrix.nbytes
+                total -= self._cache.pop(key).nbytes
 
     async def _refreshed(
         self,
         session: AsyncSession,
         owner_id: str,
         model: str,
-        cached: OwnerMatrix | None,
+        cached: OwnerVectors | None,
         generation: int,
         change_seq: int,
-    ) -> OwnerMatrix:
+    ) -> OwnerVectors:
         changed = None
         if cached is not None:
             changed = await store.changed_since(
                 session, owner_id, model, generation=cached.generation, change_seq=cached.change_seq, limit=REFRESH_MAX
             )
-        if cached is None or not changed:  # None: too many; empty: the generation moved for no record seen
-            return _matrix_of(generation, change_seq, await store.owner_vectors(session, owner_id, model))
+        # None: too many changed; empty: the generation moved for no record seen; no dims: was empty
+        if cached is None or not changed or not cached.dims:
+            return OwnerVectors.load(generation, change_seq, await store.owner_vectors(session, owner_id, model))
         fresh = await store.owner_vectors(session, owner_id, model, sorted(changed))
-        return _replaced(cached, generation, change_seq, changed, fresh)
+        if any(len(row.embedding) != cached.dims * 4 for row in fresh):  # the provider's size changed
+            return OwnerVectors.load(generation, change_seq, await store.owner_vectors(session, owner_id, model))
+        cached.drop(changed)
+        cached.append(fresh)
+        cached.generation, cached.change_seq = generation, change_seq
+        return cached.compacted()
 
     async def nearest(
         self,
@@ -110,55 +201,18 @@ class VectorIndex:
     ) -> list[Hit]:
         """The owner's records nearest to ``query``, best first: one hit per record (its best chunk)."""
         owner = await self.matrix(session, owner_id, model)
-        if not owner.chunk_ids:
-            return []
         q = normalised(query)
-        if q.shape[0] != owner.matrix.shape[1]:
-            return []  # a vector of another model's size: nothing of this owner is comparable
-        return _best_per_record(owner, owner.matrix @ q, limit=limit, min_score=min_score, exclude=exclude)
+        if not owner.live or q.shape[0] != owner.dims:
+            return []  # nothing indexed, or a vector of another model's size: nothing comparable
+        return _best_per_record(owner, owner.scores(q), limit=limit, min_score=min_score, exclude=exclude)
 
     async def record_vector(
         self, session: AsyncSession, owner_id: str, model: str, record_id: str
     ) -> np.ndarray | None:
         """The record's own direction: the mean of its chunk vectors (None if it has none)."""
         owner = await self.matrix(session, owner_id, model)
-        rows = owner.matrix[owner.record_ids == record_id] if owner.chunk_ids else np.empty((0, 0))
-        return normalised(rows.mean(axis=0)) if len(rows) else None
-
-
-def _matrix_of(generation: int, change_seq: int, rows: list[Any]) -> OwnerMatrix:
-    if not rows:
-        return OwnerMatrix(generation, change_seq, [], [], np.empty(0, dtype=object), np.empty((0, 0), np.float32))
-    dims = len(rows[0].embedding) // 4
-    same = [row for row in rows if len(row.embedding) == dims * 4]  # a mixed-size leftover is skipped
-    matrix = np.frombuffer(b"".join(row.embedding for row in same), dtype="<f4").reshape(len(same), dims)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    record_ids = np.array([row.record_id for row in same], dtype=object)
-    chunk_ids, texts = [row.id for row in same], [row.text for row in same]
-    return OwnerMatrix(generation, change_seq, chunk_ids, texts, record_ids, matrix / norms)
-
-
-def _replaced(
-    cached: OwnerMatrix, generation: int, change_seq: int, changed: set[str], fresh: list[Any]
-) -> OwnerMatrix:
-    """``cached`` without the rows of ``changed`` records, plus their ``fresh`` rows."""
-    added = _matrix_of(generation, change_seq, fresh)
-    if not cached.chunk_ids:
-        return added
-    # A set lookup per row: np.isin over object (string) arrays sorts them, ~100 ms at 100,000.
-    keep = np.fromiter((record_id not in changed for record_id in cached.record_ids), bool, len(cached.chunk_ids))
-    if added.chunk_ids and added.matrix.shape[1] != cached.matrix.shape[1]:
-        return added  # the provider's dimensions changed: only the new vectors are comparable
-    kept = np.flatnonzero(keep)
-    return OwnerMatrix(
-        generation,
-        change_seq,
-        [cached.chunk_ids[i] for i in kept] + added.chunk_ids,
-        [cached.texts[i] for i in kept] + added.texts,
-        np.concatenate([cached.record_ids[keep], added.record_ids]),
-        np.vstack([cached.matrix[keep], added.matrix]) if added.chunk_ids else cached.matrix[keep],
-    )
+        rows = owner.rows_of.get(record_id)
+        return normalised(owner.matrix[rows].mean(axis=0)) if rows else None
 
 
 def _ranked_rows(scores: np.ndarray, wanted: int) -> np.ndarray:
@@ -171,7 +225,7 @@ def _ranked_rows(scores: np.ndarray, wanted: int) -> np.ndarray:
 
 
 def _best_per_record(
-    owner: OwnerMatrix, scores: np.ndarray, *, limit: int, min_score: float, exclude: str | None
+    owner: OwnerVectors, scores: np.ndarray, *, limit: int, min_score: float, exclude: str | None
 ) -> list[Hit]:
     """One hit per record (its best chunk), best first. Records have several chunks, so the best
     rows are taken in growing batches until ``limit`` records are found or the rows run out."""
@@ -186,7 +240,7 @@ def _best_per_record(
 
 
 def _first_records(
-    owner: OwnerMatrix, scores: np.ndarray, rows: np.ndarray, limit: int, min_score: float, exclude: str | None
+    owner: OwnerVectors, scores: np.ndarray, rows: np.ndarray, limit: int, min_score: float, exclude: str | None
 ) -> list[Hit]:
     hits: list[Hit] = []
     seen: set[str] = set()

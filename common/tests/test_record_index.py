@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -154,9 +155,10 @@ def test_reciprocal_rank_fusion_rewards_records_found_both_ways() -> None:
     assert fused[:2] == ["a", "c"] and set(fused) == {"a", "b", "c", "d"}
 
 
-def _contents(matrix: Any) -> list[tuple[str, str, tuple[float, ...]]]:
-    rows = zip(matrix.record_ids.tolist(), matrix.chunk_ids, matrix.matrix.round(5).tolist(), strict=True)
-    return sorted((record_id, chunk_id, tuple(vector)) for record_id, chunk_id, vector in rows)
+def _contents(owner: Any) -> list[tuple[str, str, tuple[float, ...]]]:
+    return sorted(
+        (record_id, chunk_id, tuple(vector.round(5).tolist())) for record_id, chunk_id, vector in owner.live_rows()
+    )
 
 
 async def _reindex(db: Database, owner: str, record_id: str, version: int, vectors: list[list[float]]) -> None:
@@ -212,14 +214,44 @@ def test_the_refreshed_cache_always_equals_a_fresh_load(database_url: str) -> No
 
 def test_the_cache_keeps_to_its_memory_bound(database_url: str) -> None:
     async def scenario(db: Database) -> None:
-        one_owner = 8 * 4  # one chunk of 8 float32
-        index = VectorIndex(max_bytes=2 * one_owner)
+        index = VectorIndex()
         owners = [f"owner-f{n}" for n in range(3)]
         for owner in owners:
             await add_record(db, owner, owner, unit(0))
         async with db.session() as session:
+            await index.matrix(session, owners[0], "m")
+            index.max_bytes = 2 * index._cache[(owners[0], "m")].nbytes  # room for two owners
             for owner in owners:
                 assert len(await index.nearest(session, owner, "m", unit(0), limit=5)) == 1
         assert [owner for owner, _ in index._cache] == owners[1:]  # the least recently used went
+
+    run_on(database_url, scenario)
+
+
+def test_the_cache_equals_a_fresh_load_through_many_random_changes(database_url: str) -> None:
+    """Growth past the spare capacity and compaction of dead rows included."""
+
+    async def scenario(db: Database) -> None:
+        owner, model, rng = "owner-g", "m", random.Random(5)
+        cached = VectorIndex()
+        live = [await add_record(db, owner, f"r{n}", unit(n % 8)) for n in range(70)]
+        versions = dict.fromkeys(live, 1)
+        for step in range(40):
+            action = rng.choice(["add", "reindex", "delete"])
+            if action == "add" or len(live) < 5:
+                live.append(await add_record(db, owner, f"new{step}", unit(rng.randrange(8))))
+                versions[live[-1]] = 1
+            elif action == "reindex":
+                record_id = rng.choice(live)
+                versions[record_id] += 1
+                chunks = [unit(rng.randrange(8)) for _ in range(rng.randrange(0, 3))]
+                await _reindex(db, owner, record_id, versions[record_id], chunks)
+            else:
+                record_id = live.pop(rng.randrange(len(live)))
+                await _delete(db, owner, record_id, next(_CHANGE_SEQ))
+            async with db.session() as session:
+                mine = await cached.matrix(session, owner, model)
+                fresh = await VectorIndex().matrix(session, owner, model)
+            assert _contents(mine) == _contents(fresh), (step, action)
 
     run_on(database_url, scenario)
