@@ -21,6 +21,7 @@ from common.config import load_settings
 from common.forwarding import AsgiForwarder, install_forwarding
 from common.forwarding_rules import FORWARDED_SERVICES, ForwardingConfig
 from mobile_service.app.config import MobileSettings
+from mobile_service.app.history import HistoryPolicy, RecordPurger
 from mobile_service.app.routes import routers
 
 SERVICE = "mobile_service"
@@ -40,6 +41,7 @@ def forwarding_config(settings: MobileSettings) -> ForwardingConfig:
 def build_app(settings: MobileSettings | None = None, **factory_kwargs: object) -> FastAPI:
     settings = settings or load_settings(MobileSettings, SERVICE)
     forwarder = AsgiForwarder(forwarding_config(settings))
+    purger = RecordPurger(HistoryPolicy.from_settings(settings), settings.record_purge_interval_seconds)
 
     async def open_forwarder(_state: State) -> None:
         await forwarder.open()
@@ -47,14 +49,21 @@ def build_app(settings: MobileSettings | None = None, **factory_kwargs: object) 
     async def close_forwarder(_state: State) -> None:
         await forwarder.aclose()
 
+    async def start_purger(state: State) -> None:
+        if state["db"] is not None:
+            purger.start(state["db"])  # tombstones and revisions past their windows (docs/api.md §16)
+
+    async def stop_purger(_state: State) -> None:
+        await purger.stop()
+
     app = create_app(
         settings,
         title="mobile_service",
         description="Records, sync and publishing; the mobile app's single base URL.",
         routers=routers,
         upstreams=["llm_service"],
-        on_startup=[open_forwarder],
-        on_shutdown=[close_forwarder],
+        on_startup=[open_forwarder, start_purger],
+        on_shutdown=[close_forwarder, stop_purger],
         **factory_kwargs,  # type: ignore[arg-type]
     )
     install_forwarding(app, settings, forwarder)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fastcrud import FastCRUD
@@ -24,9 +25,11 @@ from sqlalchemy import (
     select,
     table,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 from sqlalchemy.sql.elements import ColumnElement
 
 from common.database import Database, end_read
@@ -44,6 +47,7 @@ from common.models.record import (
     cjk_phrase,
     rebuild_sqlite_search_index_sql,
 )
+from common.models.record_revision import KIND_VERSION, RecordRevision
 from common.pagination import paginate
 from common.record_index import store as index_store
 from mobile_service.app.schemas import RecordRead
@@ -466,3 +470,208 @@ async def changes_since(session: AsyncSession, owner_id: str, after_seq: int, li
         .limit(limit)
     )
     return list(found.scalars())
+
+
+# ---------------------------------------------------------------- history (docs/api.md §16)
+
+
+async def change_counter(session: AsyncSession, owner_id: str) -> tuple[int, int]:
+    """(the owner's last change number, the highest change number of a purged tombstone)."""
+    found = await session.execute(
+        select(RecordChangeCounter.value, RecordChangeCounter.purged_seq).where(RecordChangeCounter.id == owner_id)
+    )
+    row = found.first()
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+
+async def newest_revision_number(session: AsyncSession, owner_id: str, record_id: str) -> int:
+    found = await session.execute(
+        select(func.max(RecordRevision.revision)).where(
+            RecordRevision.owner_id == owner_id, RecordRevision.record_id == record_id
+        )
+    )
+    return int(found.scalar_one_or_none() or 0)
+
+
+def _states(owner_id: str, record_id: str) -> list[ColumnElement[bool]]:
+    return [
+        RecordRevision.owner_id == owner_id,
+        RecordRevision.record_id == record_id,
+        RecordRevision.kind == KIND_VERSION,
+    ]
+
+
+async def newest_states(session: AsyncSession, owner_id: str, record_id: str, limit: int) -> list[Any]:
+    """The record's newest kept states (``version`` revisions), newest first: (revision, version,
+    content_format) only."""
+    found = await session.execute(
+        select(RecordRevision.revision, RecordRevision.version, RecordRevision.content_format)
+        .where(*_states(owner_id, record_id))
+        .order_by(RecordRevision.revision.desc())
+        .limit(limit)
+    )
+    return list(found.all())
+
+
+async def state_chain(
+    session: AsyncSession, owner_id: str, record_id: str, from_revision: int, limit: int | None
+) -> list[RecordRevision]:
+    """The record's kept states from ``from_revision`` up, oldest first (a delta's text is made
+    from the next one's)."""
+    stmt = (
+        select(RecordRevision)
+        .where(*_states(owner_id, record_id), RecordRevision.revision >= from_revision)
+        .order_by(RecordRevision.revision)
+    )
+    found = await session.execute(stmt.limit(limit) if limit is not None else stmt)
+    return list(found.scalars())
+
+
+async def state_at(session: AsyncSession, owner_id: str, record_id: str, version: int) -> RecordRevision | None:
+    """The kept state the record was in at ``version``, if it is still kept."""
+    found = await session.execute(
+        select(RecordRevision)
+        .where(*_states(owner_id, record_id), RecordRevision.from_version <= version, RecordRevision.version >= version)
+        .order_by(RecordRevision.revision.desc())
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def get_revision(session: AsyncSession, owner_id: str, record_id: str, revision: int) -> RecordRevision | None:
+    found = await session.execute(
+        select(RecordRevision).where(
+            RecordRevision.owner_id == owner_id,
+            RecordRevision.record_id == record_id,
+            RecordRevision.revision == revision,
+        )
+    )
+    return found.scalar_one_or_none()
+
+
+async def revisions_page(
+    session: AsyncSession, owner_id: str, record_id: str, offset: int, limit: int
+) -> tuple[list[RecordRevision], int]:
+    """A page of the record's revisions, newest first, without their text."""
+    stmt = (
+        select(RecordRevision)
+        .options(
+            load_only(
+                RecordRevision.revision,
+                RecordRevision.version,
+                RecordRevision.kind,
+                RecordRevision.title,
+                RecordRevision.created_at,
+                RecordRevision.device,
+            )
+        )
+        .where(RecordRevision.owner_id == owner_id, RecordRevision.record_id == record_id)
+        .order_by(RecordRevision.revision.desc())
+    )
+    return await paginate(session, stmt, offset, limit)
+
+
+async def trash_page(
+    session: AsyncSession, owner_id: str, deleted_since: datetime, offset: int, limit: int
+) -> tuple[list[Record], int]:
+    """A page of the owner's tombstones deleted since ``deleted_since``, newest deletion first."""
+    stmt = (
+        select(Record)
+        .where(Record.owner_id == owner_id, Record.deleted_at.is_not(None), Record.deleted_at >= deleted_since)
+        .order_by(Record.deleted_at.desc(), Record.id)
+    )
+    return await paginate(session, stmt, offset, limit)
+
+
+async def last_states(session: AsyncSession, owner_id: str, record_ids: list[str]) -> dict[str, Any]:
+    """The newest kept state (revision, title, tags) of each of the owner's ``record_ids``."""
+    if not record_ids:
+        return {}
+    newest = (
+        select(RecordRevision.record_id, func.max(RecordRevision.revision).label("revision"))
+        .where(
+            RecordRevision.owner_id == owner_id,
+            RecordRevision.record_id.in_(record_ids),
+            RecordRevision.kind == KIND_VERSION,
+        )
+        .group_by(RecordRevision.record_id)
+        .subquery()
+    )
+    found = await session.execute(
+        select(RecordRevision.record_id, RecordRevision.revision, RecordRevision.title, RecordRevision.tags)
+        .join(
+            newest,
+            and_(RecordRevision.record_id == newest.c.record_id, RecordRevision.revision == newest.c.revision),
+        )
+        .where(RecordRevision.owner_id == owner_id)
+    )
+    return {row.record_id: row for row in found}
+
+
+# ---------------------------------------------------------------- the purge
+
+
+async def owners_with_tombstones_before(session: AsyncSession, before: datetime, limit: int) -> list[str]:
+    """Owners that have tombstones deleted before ``before`` (the partial tombstone index)."""
+    found = await session.execute(
+        select(Record.owner_id)
+        .where(Record.deleted_at.is_not(None), Record.deleted_at < before)
+        .group_by(Record.owner_id)
+        .limit(limit)
+    )
+    return [row[0] for row in found]
+
+
+async def tombstones_before(session: AsyncSession, owner_id: str, before: datetime, limit: int) -> list[Any]:
+    """(id, change_seq) of the owner's tombstones deleted before ``before``."""
+    found = await session.execute(
+        select(Record.id, Record.change_seq)
+        .where(Record.owner_id == owner_id, Record.deleted_at.is_not(None), Record.deleted_at < before)
+        .limit(limit)
+    )
+    return list(found.all())
+
+
+async def purge_records(session: AsyncSession, owner_id: str, record_ids: list[str], purged_seq: int) -> None:
+    """Remove the owner's ``record_ids`` with their revisions for good, and raise the owner's
+    purge mark to ``purged_seq`` (sync cursors below it must resync)."""
+    await session.execute(
+        delete(RecordRevision).where(RecordRevision.owner_id == owner_id, RecordRevision.record_id.in_(record_ids))
+    )
+    await session.execute(delete(RecordTag).where(RecordTag.owner_id == owner_id, RecordTag.record_id.in_(record_ids)))
+    await session.execute(delete(Record).where(Record.owner_id == owner_id, Record.id.in_(record_ids)))
+    await session.execute(
+        update(RecordChangeCounter)
+        .where(RecordChangeCounter.id == owner_id, RecordChangeCounter.purged_seq < purged_seq)
+        .values(purged_seq=purged_seq)
+    )
+
+
+async def records_with_old_revisions(
+    session: AsyncSession, keep: int, before: datetime, after_record_id: str, limit: int
+) -> list[Any]:
+    """(owner_id, record_id) of records, by id after ``after_record_id``, that have more than
+    ``keep`` revisions and one kept before ``before``."""
+    found = await session.execute(
+        select(RecordRevision.owner_id, RecordRevision.record_id)
+        .where(RecordRevision.record_id > after_record_id)
+        .group_by(RecordRevision.owner_id, RecordRevision.record_id)
+        .having(func.count() > keep, func.min(RecordRevision.created_at) < before)
+        .order_by(RecordRevision.record_id)
+        .limit(limit)
+    )
+    return list(found.all())
+
+
+async def trim_revisions(session: AsyncSession, owner_id: str, record_id: str, keep: int, before: datetime) -> int:
+    """Delete the record's revisions older than its newest ``keep`` and kept before ``before``."""
+    newest = await newest_revision_number(session, owner_id, record_id)
+    done = await session.execute(
+        delete(RecordRevision).where(
+            RecordRevision.owner_id == owner_id,
+            RecordRevision.record_id == record_id,
+            RecordRevision.revision <= newest - keep,
+            RecordRevision.created_at < before,
+        )
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]

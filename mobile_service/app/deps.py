@@ -9,10 +9,15 @@ from fastapi import Depends, Request
 from common.api_clients import ServiceClient
 from common.app_state import client_of, settings_of
 from mobile_service.app.config import MobileSettings
+from mobile_service.app.history import HistoryPolicy
 
 
 def mobile_settings(request: Request) -> MobileSettings:
     return settings_of(request)  # type: ignore[return-value]
+
+
+def history_policy(request: Request) -> HistoryPolicy:
+    return HistoryPolicy.from_settings(mobile_settings(request))
 
 
 def llm_service(request: Request) -> ServiceClient:
@@ -21,3 +26,4 @@ def llm_service(request: Request) -> ServiceClient:
 
 MobileSettingsDep = Annotated[MobileSettings, Depends(mobile_settings)]
 LlmServiceDep = Annotated[ServiceClient, Depends(llm_service)]
+HistoryPolicyDep = Annotated[HistoryPolicy, Depends(history_policy)]

@@ -114,6 +114,16 @@ class RecordRead(BaseModel):
     deleted_at: datetime | None
 
 
+class RecordUpdated(RecordRead):
+    """PATCH's answer: the record, marked when a stale change was merged into a newer version."""
+
+    merged: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="Present (true) only when the change was based on an older version and merged (§16)",
+    )
+
+
 class Match(BaseModel):
     score: float = Field(description="semantic: cosine similarity of the best chunk; hybrid: the fused rank score")
     snippet: str = Field(description="The part of the record that matched")
@@ -150,6 +160,107 @@ class PublicRecord(BaseModel):
     updated_at: datetime
 
 
+# ---------------------------------------------------------------- history (docs/api.md §16)
+
+RevisionKind = Literal["version", "stale_edit"]
+
+
+class RevisionListItem(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    revision: int = Field(description="Numbered per record, oldest 1")
+    version: int = Field(
+        description="version: the record's version in this state; stale_edit: the version it was based on"
+    )
+    kind: RevisionKind = Field(
+        description="version: a state the record had; stale_edit: an edit sent against an older version, kept as sent"
+    )
+    title: str
+    created_at: datetime = Field(
+        description="When it was kept: the change that replaced it, or the stale edit's arrival"
+    )
+    device: str | None = Field(description="X-Device of the change that made this state (or sent the stale edit)")
+
+
+class RevisionRead(RevisionListItem):
+    content: str
+    tags: list[str]
+
+
+class DiffLine(BaseModel):
+    op: Literal["context", "delete", "add"]
+    text: str = Field(description="The line with its newline (the last line of a text may have none)")
+
+
+class DiffHunk(BaseModel):
+    old_start: int
+    old_lines: int
+    new_start: int
+    new_lines: int
+    lines: list[DiffLine]
+
+
+class DiffSide(BaseModel):
+    revision: int | None = Field(description="None: the record as it is now")
+    version: int
+    title: str
+    tags: list[str]
+
+
+class RevisionDiff(BaseModel):
+    old: DiffSide = Field(description="The revision asked for")
+    new: DiffSide = Field(description="What it is compared with (against=current|<rev>)")
+    unified: str = Field(description="The content's unified diff (empty when equal)")
+    hunks: list[DiffHunk] = Field(description="The same changes, line by line, for colouring")
+
+
+class TrashItem(BaseModel):
+    id: str
+    title: str = Field(description="The title before the delete")
+    tags: list[str]
+    version: int
+    deleted_at: datetime
+    purge_after: datetime = Field(description="From then on the record may be purged (RECORD_TRASH_DAYS)")
+    revision: int | None = Field(description="The revision holding the state before the delete")
+
+
+class ConflictSide(BaseModel):
+    version: int | None
+    title: str
+    content: str
+    tags: list[str]
+
+
+class ConflictHunk(BaseModel):
+    field: str = Field(description="title, content, tags, or a field without history (pinned, summary, attachments)")
+    base_line: int | None = Field(description="content: where the hunk starts in the base (1-based)")
+    base: Any = Field(description="The base's part (null when the base is unknown or the field has no history)")
+    theirs: Any = Field(description="The record's part now")
+    yours: Any = Field(description="The part sent")
+
+
+class ConflictKept(BaseModel):
+    theirs: int | None = Field(description="The revision holding the record's state")
+    yours: int | None = Field(description="The revision holding the edit as sent (null when it changed no text)")
+
+
+class ConflictInfo(BaseModel):
+    base: ConflictSide | None = Field(description="The text at the version the change was based on, if still kept")
+    theirs: ConflictSide
+    yours: ConflictSide
+    hunks: list[ConflictHunk]
+    kept: ConflictKept
+
+
+class ConflictBody(BaseModel):
+    """409 of a stale PATCH: docs/api.md §4's error shape with the current record and the conflict."""
+
+    detail: Any
+    code: str
+    request_id: str
+    record: RecordRead
+    conflict: ConflictInfo | None
+
+
 # ---------------------------------------------------------------- sync
 
 
@@ -182,9 +293,12 @@ class PushItem(BaseModel):
 
 class PushResult(BaseModel):
     id: str | None
-    status: Literal["applied", "conflict", "error"]
+    status: Literal["applied", "merged", "conflict", "error"]
     record: RecordRead | None = None
     detail: Any = None
+    conflict: ConflictInfo | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="With a conflict of a stale upsert (§16)"
+    )
 
 
 class SyncPushResults(BaseModel):

@@ -3,7 +3,8 @@
 The cursor is opaque to clients: ``base64url("v1.<seq>.<mac>")`` where the MAC binds the number
 to its owner with the service secret, so a cursor cannot be forged, edited or reused by another
 user. Any cursor that does not verify (or points past the feed) is 400 ``invalid_cursor``: the
-client must drop its sync state and start again without a cursor.
+client must drop its sync state and start again without a cursor. So is a cursor from before
+the newest purged tombstone of its owner (docs/api.md §16): that client missed a delete for good.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from common.database import end_read
 from common.errors import AppError, BadRequest
 from mobile_service.app import crud, records
 from mobile_service.app.schemas import (
+    ConflictInfo,
     PushItem,
     PushResult,
     RecordCreate,
@@ -64,8 +66,10 @@ def decode_cursor(secret: str, owner_id: str, cursor: str | None) -> int:
 async def changes(session: AsyncSession, secret: str, owner_id: str, cursor: str | None, limit: int) -> SyncChanges:
     """Changes after the cursor, oldest first; each record appears once, in its latest state."""
     after = decode_cursor(secret, owner_id, cursor)
-    if after and after > await crud.current_change_seq(session, owner_id):
-        raise BadRequest(RESYNC, code="invalid_cursor")
+    if after:
+        current, purged = await crud.change_counter(session, owner_id)
+        if not purged <= after <= current:
+            raise BadRequest(RESYNC, code="invalid_cursor")
     rows = await crud.changes_since(session, owner_id, after, limit + 1)
     page, has_more = rows[:limit], len(rows) > limit
     last = page[-1].change_seq if page else after
@@ -90,7 +94,22 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()]
 
 
-async def _apply_one(session: AsyncSession, owner_id: str, raw: Any) -> PushResult:
+def _conflict_result(record_id: str, exc: AppError) -> PushResult | None:
+    """A 409 carrying the current record as a ``conflict`` result (with the merge's conflict, §16)."""
+    current = exc.extra.get("record")
+    if exc.status_code != 409 or current is None:
+        return None
+    conflict = exc.extra.get("conflict")
+    return PushResult(
+        id=record_id,
+        status="conflict",
+        record=RecordRead.model_validate(current),
+        detail=exc.detail,
+        conflict=ConflictInfo.model_validate(conflict) if conflict is not None else None,
+    )
+
+
+async def _apply_one(session: AsyncSession, owner_id: str, raw: Any, device: str | None) -> PushResult:
     item_id = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") is not None else None
     try:
         item = PushItem.model_validate(raw)
@@ -99,7 +118,7 @@ async def _apply_one(session: AsyncSession, owner_id: str, raw: Any) -> PushResu
     record_id = str(item.id)
     try:
         if item.op == "delete":
-            record = await records.delete_record(session, owner_id, record_id, item.base_version or None)
+            record = await records.delete_record(session, owner_id, record_id, item.base_version or None, device)
             return PushResult(id=record_id, status="applied", record=record)
         found = await crud.get_owned(session, owner_id, record_id)
         existing = RecordRead.model_validate(found) if found is not None else None
@@ -108,7 +127,7 @@ async def _apply_one(session: AsyncSession, owner_id: str, raw: Any) -> PushResu
             return PushResult(id=record_id, status="conflict", record=existing, detail="The record was deleted")
         if existing is None:
             data = RecordCreate.model_validate({**item.fields, "id": record_id})
-            record = await records.create_record(session, owner_id, data)
+            record = await records.create_record(session, owner_id, data, device)
         elif item.base_version is None:
             # An upsert without a base is a (re)create: applied only when it changes nothing.
             record = await records.create_record(
@@ -118,20 +137,23 @@ async def _apply_one(session: AsyncSession, owner_id: str, raw: Any) -> PushResu
             update = RecordUpdate.model_validate(item.fields)
             if update.version is not None:
                 raise BadRequest("Send the version as base_version, not inside fields")
-            record = await records.update_record(session, owner_id, record_id, update.changes(), item.base_version)
+            updated = await records.update_record(
+                session, owner_id, record_id, update.changes(), item.base_version, device
+            )
+            status = "merged" if updated.merged else "applied"
+            return PushResult(id=record_id, status=status, record=RecordRead.model_validate(updated.model_dump()))
         return PushResult(id=record_id, status="applied", record=record)
     except ValidationError as exc:
         return PushResult(id=record_id, status="error", detail=_validation_detail(exc))
     except AppError as exc:
         await session.rollback()
-        current = exc.extra.get("record")
-        if exc.status_code == 409 and current is not None:
-            return PushResult(
-                id=record_id, status="conflict", record=RecordRead.model_validate(current), detail=exc.detail
-            )
+        conflict = _conflict_result(record_id, exc)
+        if conflict is not None:
+            return conflict
         return PushResult(id=record_id, status="error", detail={"code": exc.code, "message": exc.detail})
 
 
-async def push(session: AsyncSession, owner_id: str, items: list[Any]) -> list[PushResult]:
-    """Apply each change in its own transaction: one bad item never fails the others."""
-    return [await _apply_one(session, owner_id, raw) for raw in items]
+async def push(session: AsyncSession, owner_id: str, items: list[Any], device: str | None = None) -> list[PushResult]:
+    """Apply each change in its own transaction: one bad item never fails the others. An upsert
+    on an older ``base_version`` is merged (status ``merged``) or a ``conflict`` (§16)."""
+    return [await _apply_one(session, owner_id, raw, device) for raw in items]
