@@ -302,17 +302,27 @@ async def owner_generation(session: AsyncSession, owner_id: str) -> int:
     return int(found or 0)
 
 
+def _by_id_first(column: Any) -> Any:
+    # The owner stays in the WHERE clause, but wrapped so that SQLite's planner looks the ids up by
+    # primary key instead of scanning every row of the owner (measured: 12 ms vs < 1 ms at 10,000).
+    return func.coalesce(column, "")
+
+
 async def owner_vectors(
     session: AsyncSession, owner_id: str, model: str, record_ids: Sequence[str] | None = None
 ) -> list[Any]:
     """(chunk id, record id, text, embedding bytes) of the owner's chunks made by ``model`` (of
     ``record_ids`` only, if given). A delete removes its record's chunks in its own transaction, so
     these are live records'."""
-    stmt = select(RecordChunk.id, RecordChunk.record_id, RecordChunk.text, RecordChunk.embedding).where(
-        RecordChunk.owner_id == owner_id, RecordChunk.model == model
-    )
-    if record_ids is not None:
-        stmt = stmt.where(RecordChunk.record_id.in_(list(record_ids)))
+    columns = (RecordChunk.id, RecordChunk.record_id, RecordChunk.text, RecordChunk.embedding)
+    if record_ids is None:
+        stmt = select(*columns).where(RecordChunk.owner_id == owner_id, RecordChunk.model == model)
+    else:  # by the record index, not by scanning the owner's chunks
+        stmt = select(*columns).where(
+            RecordChunk.record_id.in_(list(record_ids)),
+            _by_id_first(RecordChunk.owner_id) == owner_id,
+            _by_id_first(RecordChunk.model) == model,
+        )
     return list((await session.execute(stmt.order_by(RecordChunk.record_id, RecordChunk.ordinal))).all())
 
 
@@ -337,12 +347,6 @@ async def changed_since(
         if len(ids) > limit:
             return None
     return ids
-
-
-def _by_id_first(column: Any) -> Any:
-    # The owner stays in the WHERE clause, but wrapped so that SQLite's planner looks the ids up by
-    # primary key instead of scanning every row of the owner (measured: 12 ms vs < 1 ms at 10,000).
-    return func.coalesce(column, "")
 
 
 async def record_chunk_model(session: AsyncSession, owner_id: str, record_id: str) -> str | None:

@@ -117,7 +117,7 @@ class OwnerVectors:
     def _reserve(self, rows: int) -> None:
         if rows <= len(self.matrix):
             return
-        capacity = max(rows, len(self.matrix) * 3 // 2, 64)
+        capacity = max(rows + rows // 4, len(self.matrix) * 3 // 2, 64)  # room for the next writes
         matrix = np.zeros((capacity, self.dims), dtype=np.float32)
         matrix[: self.size] = self.matrix[: self.size]
         alive = np.zeros(capacity, dtype=bool)
