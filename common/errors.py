@@ -71,15 +71,43 @@ class BadRequest(AppError):
 
 
 class NotAuthenticated(AppError):
+    """401 with the RFC 6750 challenge: bare ``Bearer`` when no token came."""
+
     status_code, code, default_detail = 401, "not_authenticated", "Not authenticated"
+    challenge = "Bearer"
 
     def __init__(self, detail: Any = None, **kw: Any) -> None:
         super().__init__(detail, **kw)
-        self.headers.setdefault("WWW-Authenticate", "Bearer")
+        self.headers.setdefault("WWW-Authenticate", self.challenge)
 
 
 class InvalidToken(NotAuthenticated):
-    code, default_detail = "invalid_token", "Invalid or expired token"
+    """A bad, revoked or wrong-type token (RFC 6750 ``error="invalid_token"``)."""
+
+    code, default_detail = "invalid_token", "Invalid token"
+    challenge = 'Bearer error="invalid_token"'
+
+
+TOKEN_EXPIRED_DESCRIPTION = "The access token expired"
+
+
+class TokenExpired(InvalidToken):
+    """A well-signed token past its ``exp``: the client refreshes (an access token) or signs in
+    again (a refresh token). RFC 6750 names the case in ``error_description``."""
+
+    code, default_detail = "token_expired", "The access token expired; refresh it or sign in again"
+    challenge = f'Bearer error="invalid_token", error_description="{TOKEN_EXPIRED_DESCRIPTION}"'
+
+    @classmethod
+    def of(cls, token_type: str) -> TokenExpired:
+        if token_type == "refresh":
+            return cls(
+                "The refresh token expired; sign in again",
+                headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token", error_description="The refresh token expired"'
+                },
+            )
+        return cls()
 
 
 class Forbidden(AppError):
@@ -134,13 +162,16 @@ class ErrorBody(BaseModel):
     """docs/api.md §4 error shape, as /docs shows it (the app factory's handlers make it)."""
 
     detail: Any = Field(description="A message, or FastAPI's list of validation errors for 422")
-    code: str = Field(description="Machine code, e.g. not_found, invalid_token, upstream_error, unsupported_media_type")
+    code: str = Field(
+        description="Machine code, e.g. not_found, invalid_token, token_expired, upstream_error, unsupported_media_type"
+    )
     request_id: str
 
 
 # Wording shared by every service; a service adds or overrides its own (``error_responses_with``).
 ERROR_DESCRIPTIONS: dict[int, str] = {
-    401: "No token, or a bad, expired, revoked or wrong-type one (not_authenticated / invalid_token)",
+    401: "No token (not_authenticated), an expired one (token_expired), or a bad, revoked or wrong-type one "
+    "(invalid_token); `WWW-Authenticate: Bearer` says which (RFC 6750)",
     404: "Missing, or not the caller's (not_found)",
 }
 

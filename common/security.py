@@ -21,13 +21,13 @@ from typing import Annotated, Any, Literal
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from jose import JWTError, jwt
+from jose import ExpiredSignatureError, JWTError, jwt
 from passlib.context import CryptContext
 
 from common.app_state import redis_of, settings_of
 from common.cache import coalesced_mget
 from common.config import Settings
-from common.errors import Forbidden, InvalidToken, NotAuthenticated
+from common.errors import Forbidden, InvalidToken, NotAuthenticated, TokenExpired
 from common.logging_setup import user_id_var
 
 TokenType = Literal["access", "refresh"]
@@ -162,7 +162,7 @@ class VerifiedTokenCache:
         claims = self._entries.get(key)
         if claims is not None and claims.exp < time.time():
             self._entries.pop(key, None)
-            raise InvalidToken("Invalid or expired token")
+            raise TokenExpired.of(claims.type)
         return claims
 
     def put(self, settings: Settings, token: str, claims: TokenClaims) -> None:
@@ -190,18 +190,9 @@ def decode_access_token(settings: Settings, token: str) -> TokenClaims:
 
 def decode_token(settings: Settings, token: str, expected_type: TokenType) -> TokenClaims:
     """Verify signature, expiry and type. The algorithm list is pinned: ``alg: none`` and
-    algorithm-confusion tokens are refused."""
-    try:
-        payload: dict[str, Any] = jwt.decode(
-            token,
-            settings.secret_key,
-            algorithms=[settings.jwt_algorithm],
-            options={"require_exp": True, "require_iat": True, "require_sub": True, "require_jti": True},
-        )
-    except JWTError as exc:
-        raise InvalidToken("Invalid or expired token") from exc
-    except Exception as exc:  # malformed input python-jose does not wrap
-        raise InvalidToken("Invalid token") from exc
+    algorithm-confusion tokens are refused. A well-signed token of the expected type past its
+    ``exp`` is ``TokenExpired`` (``token_expired``); every other failure is ``InvalidToken``."""
+    payload = _verified_payload(settings, token, expected_type)
     if payload.get("type") != expected_type:
         raise InvalidToken(f"Wrong token type: {expected_type} token required")
     try:
@@ -215,6 +206,37 @@ def decode_token(settings: Settings, token: str, expected_type: TokenType) -> To
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidToken("Invalid token claims") from exc
+
+
+JWT_REQUIRED_CLAIMS = {"require_exp": True, "require_iat": True, "require_sub": True, "require_jti": True}
+
+
+def _jwt_payload(settings: Settings, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
+    # python-jose turns "require_exp" into "verify_exp": both go off to read an expired token.
+    options = (
+        {**JWT_REQUIRED_CLAIMS} if verify_exp else {**JWT_REQUIRED_CLAIMS, "require_exp": False, "verify_exp": False}
+    )
+    return jwt.decode(token, settings.secret_key, algorithms=[settings.jwt_algorithm], options=options)
+
+
+def _verified_payload(settings: Settings, token: str, expected_type: TokenType) -> dict[str, Any]:
+    """The claims of a token whose signature and expiry hold. python-jose checks the signature
+    before ``exp``, so only a token we signed can be called expired; one of the wrong type stays
+    "wrong type" (a client would otherwise refresh because of a stale refresh token)."""
+    try:
+        return _jwt_payload(settings, token)
+    except ExpiredSignatureError as exc:
+        try:
+            expired = _jwt_payload(settings, token, verify_exp=False)
+        except Exception as inner:
+            raise InvalidToken("Invalid token") from inner
+        if expired.get("type") != expected_type:
+            raise InvalidToken(f"Wrong token type: {expected_type} token required") from exc
+        raise TokenExpired.of(expected_type) from exc
+    except JWTError as exc:
+        raise InvalidToken("Invalid token") from exc
+    except Exception as exc:  # malformed input python-jose does not wrap
+        raise InvalidToken("Invalid token") from exc
 
 
 # ---------------------------------------------------------------- revocation (Redis)

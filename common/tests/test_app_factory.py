@@ -207,7 +207,7 @@ def test_auth_dependency_errors(client: TestClient, issue_token: Callable[..., s
     assert "Bearer" in missing["detail"]
     bad = client.get("/t/whoami", headers={"Authorization": "Bearer nonsense"})
     assert_shape(bad, 401, "invalid_token")
-    assert bad.headers["www-authenticate"] == "Bearer"
+    assert bad.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     refresh = issue_token(token_type="refresh")
     assert_shape(client.get("/t/whoami", headers=bearer(refresh)), 401, "invalid_token")
     admin = client.get("/t/whoami", headers=bearer(issue_token(role="admin")))

@@ -17,7 +17,7 @@ from passlib.context import CryptContext
 
 from common.cache import create_redis
 from common.config import REPO_ROOT, Settings, load_settings
-from common.errors import InvalidToken
+from common.errors import InvalidToken, TokenExpired
 from common.security import (
     DUMMY_HASH,
     REVOKED,
@@ -126,6 +126,38 @@ def test_expired_token_is_refused(settings: Settings) -> None:
         decode_token(settings, token, "access")
 
 
+def test_an_expired_token_is_token_expired_with_the_rfc_6750_challenge(settings: Settings) -> None:
+    access, _ = encode_token(settings, "u", "user", "access", now=time.time() - 3600)
+    with pytest.raises(TokenExpired) as expired:
+        decode_token(settings, access, "access")
+    assert expired.value.code == "token_expired" and expired.value.status_code == 401
+    assert expired.value.headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", error_description="The access token expired"'
+    )
+    refresh, _ = encode_token(settings, "u", "user", "refresh", now=time.time() - 30 * 86400)
+    with pytest.raises(TokenExpired) as stale_refresh:
+        decode_token(settings, refresh, "refresh")
+    assert 'error_description="The refresh token expired"' in stale_refresh.value.headers["WWW-Authenticate"]
+
+
+def test_only_a_well_signed_token_of_the_right_type_is_called_expired(settings: Settings) -> None:
+    expired_access, _ = encode_token(settings, "u", "user", "access", now=time.time() - 3600)
+    head, payload, signature = expired_access.split(".")
+    other = settings.model_copy(update={"secret_key": "another-secret-0123456789abcdef-0123456789"})
+    expired_elsewhere, _ = encode_token(other, "u", "user", "access", now=time.time() - 3600)
+    expired_refresh, _ = encode_token(settings, "u", "user", "refresh", now=time.time() - 30 * 86400)
+    for token, expected in (
+        (f"{head}.{payload}.{signature[::-1]}", "access"),  # forged: its exp says nothing
+        (expired_elsewhere, "access"),
+        (expired_refresh, "access"),  # a stale refresh token sent as the access token
+        (expired_access, "refresh"),
+    ):
+        with pytest.raises(InvalidToken) as refused:
+            decode_token(settings, token, expected)  # type: ignore[arg-type]
+        assert refused.value.code == "invalid_token", (token, expected)
+        assert refused.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
 def _segment(data: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
@@ -211,7 +243,7 @@ def test_cached_access_tokens_still_expire(settings: Settings) -> None:
     assert cache.get(settings, token) == claims
     stale = TokenClaims(sub="u", role="user", type="access", jti="j", iat=1.0, exp=int(time.time()) - 1)
     cache.put(settings, "stale-token", stale)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenExpired):
         cache.get(settings, "stale-token")
     assert cache.get(settings, "stale-token") is None  # evicted
 

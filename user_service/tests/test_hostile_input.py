@@ -200,12 +200,52 @@ HOSTILE_TOKEN_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name", HOSTILE_TOKEN_NAMES)
+INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
+EXPIRED_TOKEN_CHALLENGE = 'Bearer error="invalid_token", error_description="The access token expired"'
+
+
+@pytest.mark.parametrize("name", [n for n in HOSTILE_TOKEN_NAMES if n != "expired"])
 def test_bad_access_tokens_are_401_invalid_token(client: TestClient, hostile_tokens: dict[str, str], name: str) -> None:
     token = hostile_tokens[name]
     response = client.get("/api/v1/users/me", headers=bearer(token))
     assert_error(response, 401, "invalid_token")
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == INVALID_TOKEN_CHALLENGE
+
+
+def test_an_expired_access_token_is_401_token_expired(client: TestClient, hostile_tokens: dict[str, str]) -> None:
+    response = client.get("/api/v1/users/me", headers=bearer(hostile_tokens["expired"]))
+    body = assert_error(response, 401, "token_expired")
+    assert "expired" in body["detail"]
+    assert response.headers["www-authenticate"] == EXPIRED_TOKEN_CHALLENGE
+    head, payload, signature = hostile_tokens["expired"].split(".")
+    forged = client.get("/api/v1/users/me", headers=bearer(f"{head}.{payload}.{signature[::-1]}"))
+    assert_error(forged, 401, "invalid_token")  # only a token we signed is called expired
+
+
+def test_an_access_token_that_expires_after_its_first_use_is_token_expired(
+    client: TestClient, signed_in: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    settings = _settings(client)
+    user, _ = signed_in
+    lifetime = settings.access_token_minutes * 60
+    token, claims = encode_token(settings, user["id"], "user", "access", now=time.time() - lifetime + 2)
+    assert client.get("/api/v1/users/me", headers=bearer(token)).status_code == 200  # verified, then cached
+    time.sleep(max(0.0, claims.exp - time.time()) + 1.1)
+    response = client.get("/api/v1/users/me", headers=bearer(token))
+    assert_error(response, 401, "token_expired")
+    assert response.headers["www-authenticate"] == EXPIRED_TOKEN_CHALLENGE
+
+
+def test_an_expired_refresh_token_is_token_expired_and_names_the_refresh_token(
+    client: TestClient, signed_in: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    user, _ = signed_in
+    stale, _ = encode_token(_settings(client), user["id"], "user", "refresh", now=time.time() - 30 * 86400)
+    response = client.post("/api/v1/auth/refresh", json={"refresh_token": stale})
+    assert_error(response, 401, "token_expired")
+    assert 'error_description="The refresh token expired"' in response.headers["www-authenticate"]
+    as_access = client.get("/api/v1/users/me", headers=bearer(stale))
+    assert_error(as_access, 401, "invalid_token")  # the wrong kind of token, expired or not
 
 
 @pytest.mark.parametrize("name", [n for n in HOSTILE_TOKEN_NAMES if n not in ("refresh as access", "huge")])

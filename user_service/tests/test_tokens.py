@@ -33,7 +33,7 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(client: TestCl
 
     reuse = _refresh(client, first["refresh_token"])
     assert_error(reuse, 401, "invalid_token")
-    assert reuse.headers["www-authenticate"] == "Bearer"
+    assert reuse.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
     # Everything issued so far is now dead: the attacker's and the victim's tokens alike.
     assert_error(auth.me(second), 401, "invalid_token")
