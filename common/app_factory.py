@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +27,9 @@ from common.app_state import State
 from common.cache import create_redis
 from common.config import Settings
 from common.database import Database
-from common.errors import AppError, PayloadTooLarge
-from common.exception_handlers import install_error_handlers
+from common.deps import require_json_body
+from common.errors import PayloadTooLarge
+from common.exception_handlers import ErrorShaper, ErrorShapes, install_error_handlers
 from common.logging_setup import request_id_var, setup_logging, user_id_var
 from common.observability import (
     METRICS_CONTENT_TYPE,
@@ -47,16 +48,30 @@ Hook = Callable[[Any], Awaitable[None]]
 ReadyCheck = Callable[[Any], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """A route's own body limit and the sentence its 413 says (e.g. "Images are limited to 10 MB")."""
+
+    max_bytes: int
+    detail: str
+
+
 class RequestContextMiddleware:
     """Pure ASGI middleware (keeps streaming intact): request id, body limit, access log, metrics."""
 
     def __init__(
-        self, app: ASGIApp, service: str, max_body_bytes: int, body_limits: Mapping[tuple[str, str], int] | None = None
+        self,
+        app: ASGIApp,
+        service: str,
+        max_body_bytes: int,
+        body_limits: Mapping[tuple[str, str], BodyLimit] | None = None,
+        error_shapes: ErrorShapes | None = None,
     ) -> None:
         self.app = app
         self.service = service
-        self.max_body_bytes = max_body_bytes
+        self.default_limit = BodyLimit(max_body_bytes, f"Request body exceeds {max_body_bytes} bytes")
         self.body_limits = dict(body_limits or {})
+        self.error_shapes = error_shapes or ErrorShapes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,13 +85,12 @@ class RequestContextMiddleware:
         user_id_var.set("-")
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500}
-        limit = scope["state"].get(
-            "max_body_bytes", self.body_limits.get((scope["method"], scope["path"]), self.max_body_bytes)
-        )
+        body_limit = self.body_limits.get((scope["method"], scope["path"]), self.default_limit)
+        limit = body_limit.max_bytes
 
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._send_error(send, request_id, PayloadTooLarge(f"Request body exceeds {limit} bytes"))
+            await self.error_shapes.send(send, scope["path"], request_id, PayloadTooLarge(body_limit.detail))
             self._log(scope, 413, started)
             return
 
@@ -90,7 +104,7 @@ class RequestContextMiddleware:
                 if received > limit:
                     # fastapi.HTTPException passes through FastAPI's body parsing unchanged (an
                     # AppError would be turned into a 400 there); the handler maps it to 413.
-                    raise HTTPException(413, f"Request body exceeds {limit} bytes")
+                    raise HTTPException(413, body_limit.detail)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -113,16 +127,6 @@ class RequestContextMiddleware:
         record_request(
             self.service, scope["method"], template, scope["path"], status, time.perf_counter() - started, user_id
         )
-
-    @staticmethod
-    async def _send_error(send: Send, request_id: str, exc: AppError) -> None:
-        response = JSONResponse(exc.body(request_id), status_code=exc.status_code, headers=exc.headers)
-        response.headers[REQUEST_ID_HEADER] = request_id
-        await response({"type": "http"}, _empty_receive, send)
-
-
-async def _empty_receive() -> Message:
-    return {"type": "http.disconnect"}
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -148,13 +152,16 @@ def create_app(
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     ready_checks: dict[str, ReadyCheck] | None = None,
-    body_limits: Mapping[tuple[str, str], int] | None = None,
+    body_limits: Mapping[tuple[str, str], BodyLimit] | None = None,
+    error_shapes: Mapping[str, ErrorShaper] | None = None,
     configure_logging: bool = True,
 ) -> FastAPI:
     """Build a service's FastAPI app. ``upstreams`` names the suite services it calls
     (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in the State's ``clients``.
     ``body_limits`` raises the body limit of single routes, by (method, path), above
-    ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one."""
+    ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one. ``error_shapes`` gives
+    the paths under a prefix another API's error body (llm_service: OpenAI's under ``/v1/``).
+    Every route that takes a JSON body refuses any other body with 415 (``require_json_body``)."""
     if configure_logging:
         setup_logging(settings.service_name, settings.log_level, settings.log_format or "console", settings.log_dir)
     resources = AppResources(settings, use_database, use_redis, tuple(upstreams), tuple(on_startup), tuple(on_shutdown))
@@ -164,9 +171,11 @@ def create_app(
         version=settings.version,
         lifespan=resources.lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        dependencies=[Depends(require_json_body)],
     )
-    install_error_handlers(app)
-    install_middleware(app, settings, body_limits)
+    shapes = ErrorShapes(error_shapes)
+    install_error_handlers(app, shapes)
+    install_middleware(app, settings, body_limits, shapes)
     install_ops_routes(app, settings, dict(ready_checks or {}))
     for router in routers:
         app.include_router(router)
@@ -230,7 +239,12 @@ class AppResources:
             await state["db"].dispose()
 
 
-def install_middleware(app: FastAPI, settings: Settings, body_limits: Mapping[tuple[str, str], int] | None) -> None:
+def install_middleware(
+    app: FastAPI,
+    settings: Settings,
+    body_limits: Mapping[tuple[str, str], BodyLimit] | None,
+    error_shapes: ErrorShapes,
+) -> None:
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
     app.add_middleware(
@@ -238,6 +252,7 @@ def install_middleware(app: FastAPI, settings: Settings, body_limits: Mapping[tu
         service=settings.service_name,
         max_body_bytes=settings.max_body_bytes,
         body_limits=body_limits,
+        error_shapes=error_shapes,
     )
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi import FastAPI
 
-from common.app_factory import create_app, serve
+from common.app_factory import BodyLimit, create_app, serve
 from common.config import load_settings
 from image_service.app.config import ImageSettings
 from image_service.app.deps import ImageState
@@ -72,7 +72,7 @@ def build_app(settings: ImageSettings | None = None, **factory_kwargs: object) -
         on_startup=[_open_images],
         on_shutdown=[_close_images],
         ready_checks={"storage": _storage_ready},
-        body_limits={("POST", "/api/v1/images"): settings.upload_body_bytes},
+        body_limits={("POST", "/api/v1/images"): BodyLimit(settings.upload_body_bytes, settings.image_limit_detail)},
         **factory_kwargs,  # type: ignore[arg-type]
     )
 

@@ -6,6 +6,16 @@ from common.config import REPO_ROOT, Settings
 
 # Room for the multipart boundaries, part headers and the small ``record_id`` field.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MB = 1024 * 1024
+
+
+def image_limit_detail(max_bytes: int) -> str:
+    """The 413 of an oversized upload, in the units people use: "Images are limited to 10 MB"."""
+    if max_bytes >= MB:
+        size = f"{max_bytes / MB:.1f}".removesuffix(".0") + " MB"
+    else:
+        size = f"{max_bytes / 1024:.1f}".removesuffix(".0") + " KB"
+    return f"Images are limited to {size}"
 
 
 class ImageSettings(Settings):
@@ -48,3 +58,7 @@ class ImageSettings(Settings):
         upload parser then enforces IMAGE_MAX_BYTES on the file part itself). JSON routes keep
         the common MAX_BODY_BYTES."""
         return self.image_max_bytes + MULTIPART_OVERHEAD_BYTES
+
+    @property
+    def image_limit_detail(self) -> str:
+        return image_limit_detail(self.image_max_bytes)

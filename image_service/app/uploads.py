@@ -19,6 +19,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from common.errors import BadRequest, PayloadTooLarge
+from image_service.app.config import image_limit_detail
 
 FILE_FIELD = "file"
 TEXT_FIELDS = ("record_id",)
@@ -99,7 +100,7 @@ class _UploadCollector:
         if self.part.name == FILE_FIELD:
             self.file_size += len(chunk)
             if self.file_size > self.max_file_bytes:
-                raise PayloadTooLarge(f"The file exceeds the upload limit of {self.max_file_bytes} bytes")
+                raise PayloadTooLarge(image_limit_detail(self.max_file_bytes))
             self.digest.update(chunk)
             self.pending.append(chunk)
         elif self.part.name in TEXT_FIELDS:

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
+from image_service.app.config import image_limit_detail
 from image_service.tests.conftest import auth, jpeg_with_gps, png_bytes, upload
 from tests.auth import bearer
 
@@ -194,12 +195,37 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing_behind(
     )
     assert response.status_code == 413, response.text
     assert response.json()["code"] == "payload_too_large"
+    assert response.json()["detail"] == "Images are limited to 97.7 KB"  # IMAGE_MAX_BYTES=100000
     declared = small_limit_client.post(
         "/api/v1/images", headers=auth(token), files={"file": ("big.jpg", b"\xff" * 300_000, "image/jpeg")}
     )
-    assert declared.status_code == 413
+    assert declared.status_code == 413 and declared.json()["detail"] == "Images are limited to 97.7 KB"
     assert stored_files(small_limit_client) == []
     assert small_limit_client.get("/api/v1/images", headers=auth(token)).json()["total_count"] == 0
+
+
+def test_a_20_mb_upload_is_413_naming_the_10_mb_image_limit(
+    client: TestClient, issue_token: Callable[..., str]
+) -> None:
+    token = issue_token()
+    twenty_mb = b"\xff" * (20 * 1024 * 1024)
+    declared = upload(client, token, twenty_mb, "big.jpg")  # refused on its Content-Length
+    assert declared.status_code == 413 and declared.json()["code"] == "payload_too_large"
+    assert declared.json()["detail"] == "Images are limited to 10 MB"
+    just_over = upload(client, token, b"\xff" * (10 * 1024 * 1024 + 1), "big.jpg")  # by the upload parser
+    assert just_over.status_code == 413 and just_over.json()["detail"] == "Images are limited to 10 MB"
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "detail"),
+    [
+        (10 * 1024 * 1024, "Images are limited to 10 MB"),
+        (5 * 1024 * 1024 // 2, "Images are limited to 2.5 MB"),
+        (100_000, "Images are limited to 97.7 KB"),
+    ],
+)
+def test_the_image_limit_is_said_in_mb(max_bytes: int, detail: str) -> None:
+    assert image_limit_detail(max_bytes) == detail
 
 
 def test_malformed_requests_get_the_error_shape(client: TestClient, issue_token: Callable[..., str]) -> None:

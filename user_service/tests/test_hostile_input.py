@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from common.security import encode_token
 from tests.auth import bearer
-from user_service.tests.conftest import AuthActions, assert_error, unique_name
+from user_service.tests.conftest import PASSWORD, AuthActions, assert_error, unique_name
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -97,6 +97,36 @@ def test_token_form_rejects_bad_forms_with_422(client: TestClient, form: dict[st
 def test_login_with_json_on_the_form_endpoint_is_422(client: TestClient) -> None:
     response = client.post("/api/v1/auth/token", json={"username": "someone", "password": "whatever"})
     assert_error(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"data": {"username": "someone", "password": "whatever"}},
+        {"content": b"username=someone&password=whatever", "headers": {"Content-Type": "text/plain"}},
+    ],
+    ids=["form", "text-plain"],
+)
+def test_a_json_endpoint_sent_form_data_or_text_is_415_naming_application_json(
+    client: TestClient, request_kwargs: dict[str, Any]
+) -> None:
+    for path in ("/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/refresh"):
+        body = assert_error(client.post(path, **request_kwargs), 415, "unsupported_media_type")
+        assert "application/json" in body["detail"] and "valid dictionary" not in body["detail"], path
+
+
+def test_the_oauth2_form_endpoint_still_takes_its_form(
+    client: TestClient, signed_in: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    user, _ = signed_in
+    response = client.post("/api/v1/auth/token", data={"username": user["username"], "password": PASSWORD})
+    assert response.status_code == 200 and response.json()["token_type"] == "bearer", response.text
+
+
+def test_too_long_strings_are_counted_in_characters(client: TestClient) -> None:
+    body = {"username": unique_name(), "password": "p" * 129}
+    detail = assert_error(client.post("/api/v1/auth/register", json=body), 422, "validation_error")["detail"]
+    assert [e["msg"] for e in detail] == ["String should have at most 128 characters"]
 
 
 @pytest.mark.parametrize(
