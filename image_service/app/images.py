@@ -81,13 +81,14 @@ async def store_upload(
     session: AsyncSession, ctx: ImageContext, owner_id: str, upload: ReceivedUpload
 ) -> tuple[Image, bool]:
     """Accept an upload; returns (image, created). The same bytes uploaded again by the same owner
-    return the existing image (created = False)."""
-    existing = await crud.find_by_source_hash(session, owner_id, upload.sha256)
-    if existing is not None:
-        return existing, False
+    return the existing image (created = False). A ``record_id`` must name one of the owner's
+    records in both cases (checked first: a duplicate must not skip it)."""
     record_id = upload.fields.get("record_id") or None
     if record_id and not await crud.record_is_owned(session, owner_id, record_id):
         raise NotFound("Record not found")
+    existing = await crud.find_by_source_hash(session, owner_id, upload.sha256)
+    if existing is not None:
+        return existing, False
     await session.commit()  # end the read transaction: no connection held while Pillow works
     image_id = str(uuid.uuid4())
     clean, key = await _store_clean(ctx, upload.path, image_id, owner_id)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
+from common.models.record import Record
 from image_service.app.config import ImageSettings
 from image_service.main import build_app
 from tests.auth import bearer
@@ -51,6 +53,35 @@ def upload(client: Any, token: str, data: bytes, name: str = "photo.jpg", **fiel
     return client.post(
         "/api/v1/images", headers=auth(token), files={"file": (name, data, "application/octet-stream")}, data=fields
     )
+
+
+def run_db(client: TestClient, work: Callable[[Any], Any]) -> Any:
+    async def _run() -> Any:
+        async with client.app_state["db"].session() as session:  # type: ignore[attr-defined]
+            result = await work(session)
+            await session.commit()
+            return result
+
+    return client.portal.call(_run)  # type: ignore[union-attr]
+
+
+def add_record(client: TestClient, owner_id: str, attachments: list[str], visibility: str = "public") -> str:
+    record_id = str(uuid.uuid4())
+
+    async def _add(session: Any) -> None:
+        session.add(
+            Record(
+                id=record_id,
+                owner_id=owner_id,
+                title="trip",
+                visibility=visibility,
+                slug=uuid.uuid4().hex if visibility == "public" else None,
+                attachments=attachments,
+            )
+        )
+
+    run_db(client, _add)
+    return record_id
 
 
 def wait_for_task(client: Any, token: str, task_id: str, timeout: float = 60.0) -> dict[str, Any]:

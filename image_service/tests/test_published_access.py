@@ -12,36 +12,7 @@ from sqlalchemy import update
 
 from common.database import utcnow
 from common.models.record import Record
-from image_service.tests.conftest import auth, png_bytes, upload
-
-
-def run_db(client: TestClient, work: Callable[[Any], Any]) -> Any:
-    async def _run() -> Any:
-        async with client.app_state["db"].session() as session:  # type: ignore[attr-defined]
-            result = await work(session)
-            await session.commit()
-            return result
-
-    return client.portal.call(_run)  # type: ignore[union-attr]
-
-
-def add_record(client: TestClient, owner_id: str, attachments: list[str], visibility: str = "public") -> str:
-    record_id = str(uuid.uuid4())
-
-    async def _add(session: Any) -> None:
-        session.add(
-            Record(
-                id=record_id,
-                owner_id=owner_id,
-                title="trip",
-                visibility=visibility,
-                slug=uuid.uuid4().hex if visibility == "public" else None,
-                attachments=attachments,
-            )
-        )
-
-    run_db(client, _add)
-    return record_id
+from image_service.tests.conftest import add_record, auth, png_bytes, run_db, upload
 
 
 def set_record(client: TestClient, record_id: str, **values: Any) -> None:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
 from image_service.app.config import image_limit_detail
-from image_service.tests.conftest import auth, jpeg_with_gps, png_bytes, upload
+from image_service.tests.conftest import add_record, auth, jpeg_with_gps, png_bytes, upload
 from tests.auth import bearer
 
 
@@ -92,6 +92,28 @@ def test_same_bytes_again_return_the_existing_image(client: TestClient, issue_to
     assert listed["total_count"] == 1
     other_user = upload(client, issue_token(), data, "a.png")
     assert other_user.status_code == 201 and other_user.json()["id"] != first.json()["id"]
+
+
+def test_the_same_bytes_with_a_bogus_record_id_are_refused_like_a_first_upload(
+    client: TestClient, issue_token: Callable[..., str]
+) -> None:
+    owner_id = str(uuid.uuid4())
+    token = issue_token(owner_id)
+    data = png_bytes((31, 21), (4, 5, 6))
+    first = upload(client, token, data, "a.png")
+    assert first.status_code == 201, first.text
+    strangers_record = add_record(client, str(uuid.uuid4()), [], visibility="private")
+    for record_id in (str(uuid.uuid4()), strangers_record, "not-a-record-id"):
+        never_seen = upload(client, token, png_bytes((33, 23), (7, 8, 9)), "b.png", record_id=record_id)
+        again = upload(client, token, data, "a.png", record_id=record_id)
+        assert never_seen.status_code == 404 and never_seen.json()["code"] == "not_found", record_id
+        assert again.status_code == 404 and again.json() | {"request_id": None} == never_seen.json() | {
+            "request_id": None
+        }, record_id
+    own_record = add_record(client, owner_id, [], visibility="private")
+    again = upload(client, token, data, "a.png", record_id=own_record)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    assert client.get("/api/v1/images", headers=bearer(token)).json()["total_count"] == 1
 
 
 @pytest.mark.parametrize(
