@@ -221,7 +221,7 @@ class _Stale:
 async def _refuse(session: AsyncSession, record: Record, stale: _Stale, hunks: list[dict[str, Any]]) -> Conflict:
     """Keep both sides as revisions (committed), then the 409 with the current record and the conflict."""
     theirs = yours = None
-    if stale.sent_text:
+    if stale.sent_text and stale.based_on <= record.version:  # a version the record never had keeps nothing
         theirs = await history.keep_state(session, record)
         yours = await history.keep_stale_edit(session, record, stale.yours, stale.based_on, stale.device)
         await session.commit()
