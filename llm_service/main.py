@@ -24,6 +24,7 @@ from llm_service.app.config import LLMSettings
 from llm_service.app.deps import LLMState
 from llm_service.app.index_routes import index_api
 from llm_service.app.indexer import RecordIndexer
+from llm_service.app.openai_compat import OPENAI_PATH_PREFIX, openai_error_body
 from llm_service.app.prompts import PromptStore
 from llm_service.app.provider_models import provider_models
 from llm_service.app.routes import api, openai_api
@@ -72,6 +73,7 @@ def build_app(settings: LLMSettings | None = None, **factory_kwargs: object) -> 
         on_startup=[_open_provider],
         on_shutdown=[_close_provider],
         ready_checks={"llm_provider": _provider_ready},
+        error_shapes={OPENAI_PATH_PREFIX: openai_error_body},
         **factory_kwargs,  # type: ignore[arg-type]
     )
 

@@ -1,7 +1,9 @@
 """The OpenAI-compatible pass-through (``POST /v1/chat/completions``): the caller's body goes to the
 provider as it is (default model filled in), the provider's answer comes back as it is, and the
 call is accounted to the caller. Streams ask the provider for usage; the usage-only chunk is passed
-on only when the client asked for it."""
+on only when the client asked for it. Every error under ``/v1/`` (401, 415, 422, 429, 5xx, a
+stream's ``error`` event) has OpenAI's body, ``{"error": {message, type, param, code}}``, so that
+OpenAI's SDKs show the message."""
 
 from __future__ import annotations
 
@@ -18,6 +20,36 @@ from llm_service.app.sse import sse_data
 from llm_service.app.usage import record_usage
 
 USAGE_KIND = "openai"
+OPENAI_PATH_PREFIX = "/v1/"
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's ``type`` for a status: its SDKs pick the exception class by status, people read it."""
+    if status >= 500:
+        return "server_error"
+    return {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
+def _validation_summary(errors: list[Any]) -> tuple[str, str | None]:
+    """FastAPI's 422 list → one message and the first offending parameter (``messages.0.role``)."""
+    parts, params = [], []
+    for err in errors:
+        loc = [str(p) for p in (err.get("loc") or []) if p != "body"] if isinstance(err, dict) else []
+        params.append(".".join(loc) or None)
+        message = str(err.get("msg", "invalid")) if isinstance(err, dict) else str(err)
+        parts.append(f"{params[-1]}: {message}" if params[-1] else message)
+    return "; ".join(parts) or "Invalid request", next((p for p in params if p), None)
+
+
+def openai_error_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Our docs/api.md §4 body as OpenAI's error body; ``code`` keeps our machine code
+    (``token_expired``, ``rate_limited``...), the request id stays in ``X-Request-ID``."""
+    detail = body.get("detail")
+    message, param = _validation_summary(detail) if isinstance(detail, list) else (str(detail), None)
+    code = body.get("code")
+    return {"error": {"message": message, "type": openai_error_type(status), "param": param, "code": code}}
 
 
 def holds_lone_surrogate(value: Any) -> bool:
@@ -124,7 +156,7 @@ async def _relay(
         await account()  # before [DONE]: a client that reads its usage next finds this call
         yield sse_data("[DONE]")
     except AppError as exc:
-        yield sse_data({"error": {"message": str(exc.detail), "type": exc.code, "code": exc.code}})
+        yield sse_data(openai_error_body(exc.status_code, exc.body(None)))
     finally:
         with anyio.CancelScope(shield=True):
             await chunks.aclose()

@@ -46,6 +46,7 @@ from llm_service.app.schemas import (
     TextTaskResult,
     UsageReport,
     error_responses,
+    openai_error_responses,
     usage_read,
 )
 from llm_service.app.sse import EventStreamResponse
@@ -55,9 +56,12 @@ from llm_service.app.usage import record_usage, usage_report
 # Every route needs a token (401) and Redis (503); the provider's routes add its failures.
 COMMON_ERRORS = error_responses(401, 503)
 PROVIDER_ERRORS = error_responses(400, 429, 502, 504)
+# The /v1 routes answer the same errors in OpenAI's body (openai_compat.openai_error_body).
+OPENAI_COMMON_ERRORS = openai_error_responses(401, 503)
+OPENAI_PROVIDER_ERRORS = openai_error_responses(400, 429, 502, 504)
 MAX_MESSAGE_INDEX = 10**9
 api = APIRouter(prefix="/api/v1", tags=["llm"], responses=COMMON_ERRORS)
-openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=COMMON_ERRORS)
+openai_api = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=OPENAI_COMMON_ERRORS)
 
 MESSAGE_REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -261,7 +265,7 @@ EMBEDDINGS_OPENAPI = passed_through_body(
             "description": "The provider's answer; with `stream: true` its `text/event-stream` chunks",
             "content": {"text/event-stream": {}},
         },
-        **PROVIDER_ERRORS,
+        **OPENAI_PROVIDER_ERRORS,
     },
     openapi_extra=CHAT_COMPLETIONS_OPENAPI,
 )
@@ -277,7 +281,7 @@ async def chat_completions(
 
 @openai_api.post(
     "/embeddings",
-    responses={200: {"description": "The provider's answer, as it is"}, **PROVIDER_ERRORS},
+    responses={200: {"description": "The provider's answer, as it is"}, **OPENAI_PROVIDER_ERRORS},
     openapi_extra=EMBEDDINGS_OPENAPI,
 )
 async def openai_embeddings(body: Annotated[Any, Body()], user: LLMUser, llm: LLMDep, db: DatabaseDep) -> Any:
@@ -285,6 +289,6 @@ async def openai_embeddings(body: Annotated[Any, Body()], user: LLMUser, llm: LL
     return await embeddings.raw_embeddings(llm, db, user.id, embeddings.check_embeddings_body(body))
 
 
-@openai_api.get("/models", responses=PROVIDER_ERRORS)
+@openai_api.get("/models", responses=OPENAI_PROVIDER_ERRORS)
 async def openai_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> dict[str, Any]:
     return {"object": "list", "data": await provider_models(llm, redis, settings.models_cache_seconds)}

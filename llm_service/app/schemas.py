@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from common.errors import error_responses_with
+from common.errors import ERROR_DESCRIPTIONS as COMMON_ERROR_DESCRIPTIONS
+from common.errors import ErrorResponses, error_responses_with
 
 # Hard ceilings of the schema; the tighter, configurable limits are checked in the logic.
 TITLE_MAX = 200
@@ -260,3 +261,22 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 error_responses = error_responses_with(ERROR_DESCRIPTIONS)
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, server_error...")
+    param: str | None = Field(default=None, description="The offending body field, when one is to blame")
+    code: str | None = Field(default=None, description="Our machine code (docs/api.md §4), e.g. token_expired")
+
+
+class OpenAIErrorBody(BaseModel):
+    """The errors of the OpenAI-compatible ``/v1`` routes: OpenAI's own body, which its SDKs show."""
+
+    error: OpenAIError
+
+
+def openai_error_responses(*statuses: int) -> ErrorResponses:
+    """OpenAPI ``responses`` of the ``/v1`` routes' errors, worded as ``error_responses``."""
+    descriptions = {**COMMON_ERROR_DESCRIPTIONS, **ERROR_DESCRIPTIONS}
+    return {status: {"model": OpenAIErrorBody, "description": descriptions[status]} for status in statuses}

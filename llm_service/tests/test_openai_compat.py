@@ -1,4 +1,4 @@
-"""The OpenAI-compatible pass-through on the wire (the official SDK is used in tests/test_e2e_llm.py)."""
+"""The OpenAI-compatible pass-through on the wire and through the official SDK (also in tests/test_e2e_llm.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import openai
+import pytest
 from fastapi.testclient import TestClient
 
+from common.config import Settings, load_settings
+from common.security import encode_token
 from llm_service.tests.conftest import parse_sse
+from tests.fixtures.settings import TEST_SECRET
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
@@ -44,22 +49,76 @@ def test_stream_drops_the_usage_chunk_unless_asked(
     assert report["totals"]["requests"] == 2 and report["totals"]["completion_tokens"] > 0
 
 
-def test_bad_bodies_and_failures_use_the_error_shape(
+def openai_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """OpenAI's error body (docs/api.md §7): ``{"error": {message, type, param, code}}`` only."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert body["error"]["code"] == code and body["error"]["message"], body
+    assert response.headers["x-request-id"]
+    return body["error"]
+
+
+def test_bad_bodies_and_failures_answer_openais_error_body(
     client: TestClient, auth_headers: Callable[..., dict[str, str]]
 ) -> None:
     me = auth_headers()
     for body in ([], {"messages": []}, {"messages": ["hi"]}, {"messages": MESSAGES, "model": ""}):
-        response = client.post("/v1/chat/completions", json=body, headers=me)
-        assert response.status_code == 400 and response.json()["code"] == "bad_request", body
-    assert client.post("/v1/chat/completions", json={"messages": MESSAGES}).status_code == 401
+        error = openai_error(client.post("/v1/chat/completions", json=body, headers=me), 400, "bad_request")
+        assert error["type"] == "invalid_request_error", body
+    missing = openai_error(client.post("/v1/chat/completions", json={"messages": MESSAGES}), 401, "not_authenticated")
+    assert missing["type"] == "authentication_error"
     failed = client.post(
         "/v1/chat/completions", json={"messages": [{"role": "user", "content": "[[fail:500]]"}]}, headers=me
     )
-    assert failed.status_code == 502 and failed.json()["code"] == "upstream_error"
+    assert openai_error(failed, 502, "upstream_error")["type"] == "server_error"
     cut = {"messages": [{"role": "user", "content": "one two three four five [[cut]]"}], "stream": True}
     with client.stream("POST", "/v1/chat/completions", json=cut, headers=me) as response:
         events = parse_sse(response.read().decode())
-    assert "error" in events[-1][1] and events[-1][1]["error"]["code"] == "upstream_error"
+    error = events[-1][1]["error"]
+    assert error["code"] == "upstream_error" and error["type"] == "server_error" and error["message"]
+
+
+def test_errors_outside_the_routes_answer_openais_body_too(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    openai_error(client.get("/v1/no-such-thing", headers=me), 404, "not_found")
+    openai_error(client.get("/v1/chat/completions", headers=me), 405, "method_not_allowed")
+    too_big = json.dumps({"messages": [{"role": "user", "content": "x" * 1_100_000}]})
+    large = client.post("/v1/chat/completions", content=too_big, headers={**me, "Content-Type": "application/json"})
+    openai_error(large, 413, "payload_too_large")
+    plain = client.post(
+        "/v1/chat/completions", content=json.dumps({"messages": MESSAGES}), headers={**me, "Content-Type": "text/plain"}
+    )
+    assert "application/json" in openai_error(plain, 415, "unsupported_media_type")["message"]
+    # Our own /api/v1 routes keep docs/api.md §4's shape.
+    ours = client.post("/api/v1/text/summarize", content=b"text", headers={**me, "Content-Type": "text/plain"})
+    assert ours.status_code == 415 and set(ours.json()) == {"detail", "code", "request_id"}
+
+
+def test_the_openai_sdk_shows_the_gateways_error_messages(
+    client: TestClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    token = auth_headers()["Authorization"].split()[1]
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=token, http_client=client, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.chat.completions.create(model="canned-chat", messages=[])
+    assert str(bad.value) == "Error code: 400 - 'messages' must be a non-empty list of message objects"
+    assert bad.value.code == "bad_request" and bad.value.type == "invalid_request_error"
+    expired, _ = encode_token(load_settings(Settings, secret_key=TEST_SECRET), "u", "user", "access", now=0)
+    stale = openai.OpenAI(base_url="http://testserver/v1", api_key=expired, http_client=client, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stale.models.list()
+    assert refused.value.code == "token_expired" and "The access token expired" in str(refused.value)
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.chat.completions.create(model="canned-chat", messages=[{"role": "user", "content": "[[fail:500]]"}])
+    assert failed.value.code == "upstream_error" and str(failed.value) != "Error code: 502"
+    cut = [{"role": "user", "content": "one two three four five [[cut]]"}]
+    with pytest.raises(openai.APIError) as broken:
+        for _chunk in sdk.chat.completions.create(model="canned-chat", messages=cut, stream=True):
+            pass
+    assert broken.value.code == "upstream_error" and broken.value.message
 
 
 def test_a_lone_surrogate_is_a_bad_request_not_a_server_error(
@@ -87,7 +146,7 @@ def test_models_outside_the_allow_list_are_refused(
     me = auth_headers()
     with TestClient(llm_app_factory(llm_allowed_models="canned-chat")) as strict:
         refused = strict.post("/v1/chat/completions", json={"messages": MESSAGES, "model": "gpt-4o"}, headers=me)
-        assert refused.status_code == 400 and "canned-chat" in refused.json()["detail"]
+        assert refused.status_code == 400 and "canned-chat" in refused.json()["error"]["message"]
         ok = strict.post("/v1/chat/completions", json={"messages": MESSAGES, "model": "canned-chat"}, headers=me)
         assert ok.status_code == 200 and ok.json()["model"] == "canned-chat"
         assert strict.post("/v1/chat/completions", json={"messages": MESSAGES}, headers=me).status_code == 200
