@@ -31,3 +31,11 @@ async def provider_models(
         with contextlib.suppress(RedisError):
             await redis.set(MODELS_CACHE_KEY, json.dumps(models), ex=cache_seconds)
     return models
+
+
+def with_default_model(models: list[dict[str, Any]], default_model: str) -> list[dict[str, Any]]:
+    """``models`` with ``LLM_MODEL`` first when the provider does not list it (the canned upstream,
+    a provider alias): chat and text tasks use it, so a client choosing from the list may too."""
+    if any(m.get("id") == default_model for m in models):
+        return models
+    return [{"id": default_model, "object": "model", "created": None, "owned_by": None}, *models]

@@ -25,7 +25,7 @@ from llm_service.app.deps import (
     LLMUser,
     PromptsDep,
 )
-from llm_service.app.provider_models import provider_models
+from llm_service.app.provider_models import provider_models, with_default_model
 from llm_service.app.schemas import (
     EMBEDDING_MAX_CHARS,
     EMBEDDING_MAX_INPUTS,
@@ -200,7 +200,8 @@ async def text_task(
 
 @api.get("/models", response_model=ModelList, responses=PROVIDER_ERRORS)
 async def list_models(user: CurrentUser, llm: LLMDep, redis: RedisDep, settings: LLMSettingsDep) -> ModelList:
-    models = await provider_models(llm, redis, settings.models_cache_seconds)
+    """The provider's models, the default model (``LLM_MODEL``) always among them."""
+    models = with_default_model(await provider_models(llm, redis, settings.models_cache_seconds), llm.model)
     return ModelList(data=[ModelInfo.model_validate(m) for m in models], default_model=llm.model)
 
 

@@ -61,6 +61,21 @@ def test_models_come_from_the_provider(client: TestClient, auth_headers: Callabl
     assert client.get("/api/v1/models").status_code == 401
 
 
+def test_the_default_model_is_listed_even_when_the_provider_does_not_list_it(
+    llm_app_factory: Callable[..., Any], auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    me = auth_headers()
+    with TestClient(llm_app_factory()) as default, TestClient(llm_app_factory(llm_model="canned-chat")) as listed:
+        models = default.get("/api/v1/models", headers=me).json()
+        ids = [m["id"] for m in models["data"]]
+        # The canned upstream lists canned-chat, canned-image and canned-embedding, not gpt-4o-mini.
+        assert models["default_model"] == "gpt-4o-mini" and ids[0] == "gpt-4o-mini" and ids.count("gpt-4o-mini") == 1
+        assert {"canned-chat", "canned-image"} <= set(ids)
+        # A model the provider lists already is not listed twice.
+        again = [m["id"] for m in listed.get("/api/v1/models", headers=me).json()["data"]]
+        assert again.count("canned-chat") == 1 and "gpt-4o-mini" not in again
+
+
 def test_unconfigured_provider_answers_503_naming_the_keys(
     llm_app_factory: Callable[..., Any], auth_headers: Callable[..., dict[str, str]]
 ) -> None:
