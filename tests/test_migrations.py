@@ -225,3 +225,64 @@ def test_revision_0002_moves_sqlite_search_to_owner_ranged_ids_and_back(
     assert not {t for t in _tables(url) if t.startswith("records_fts")}
     asyncio.run(_run_locked(url, lambda conn: command.downgrade(alembic_config(conn), "0001")))
     assert "records_fts" in _tables(url) and "records_search" not in _tables(url)
+
+
+def test_revision_0004_adds_record_history_beside_existing_records_and_back(empty_database: str) -> None:
+    from alembic import command
+
+    from common.migrations import _run_locked, alembic_config
+
+    asyncio.run(_run_locked(empty_database, lambda conn: command.upgrade(alembic_config(conn), "0003")))
+
+    def insert(conn: Any) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO records (id, owner_id, title, content, tags, pinned, visibility, attachments, "
+                "version, change_seq, created_at, updated_at) VALUES ('r-1', 'owner-1', 't', 'c', '[]', false, "
+                "'private', '[]', 4, 7, '2026-12-01', '2026-12-01')"
+            )
+        )
+        conn.execute(text("INSERT INTO record_change_counters (id, value) VALUES ('owner-1', 7)"))
+
+    asyncio.run(_run_locked(empty_database, insert))
+    upgrade_to_head(empty_database)
+
+    def history_columns(conn: Any) -> tuple[Any, ...]:
+        record = conn.execute(text("SELECT text_version, device FROM records WHERE id = 'r-1'")).one()
+        purged = conn.execute(text("SELECT purged_seq FROM record_change_counters")).scalar_one()
+        return (*record, purged, "record_revisions" in inspect(conn).get_table_names())
+
+    # An older record's text start is unknown (NULL): only its current version is a merge base.
+    assert _inspect(empty_database, history_columns) == (None, None, 0, True)
+    asyncio.run(_run_locked(empty_database, lambda conn: command.downgrade(alembic_config(conn), "0003")))
+    columns = _inspect(empty_database, lambda conn: {c["name"] for c in inspect(conn).get_columns("records")})
+    assert {"text_version", "device"}.isdisjoint(columns) and "record_revisions" not in _tables(empty_database)
+    assert _inspect(empty_database, lambda conn: conn.execute(text("SELECT count(*) FROM records")).scalar_one()) == 1
+
+
+def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('history-columns') / 'app.db'}"
+
+    async def _create_all() -> None:
+        db = Database(url)
+        try:
+            await db.create_all()
+        finally:
+            await db.dispose()
+
+    asyncio.run(_create_all())
+
+    def make_it_old(conn: Any) -> None:
+        conn.execute(text("DROP INDEX ix_records_tombstones"))
+        conn.execute(text("ALTER TABLE records DROP COLUMN text_version"))
+        conn.execute(text("ALTER TABLE records DROP COLUMN device"))
+        conn.execute(text("ALTER TABLE record_change_counters DROP COLUMN purged_seq"))
+
+    from common.migrations import _run_locked
+
+    asyncio.run(_run_locked(url, make_it_old))
+    assert _inspect(url, schema_differences) != []
+    asyncio.run(_create_all())  # what every service does at start on SQLite
+    assert _inspect(url, schema_differences) == [], REGENERATE_HINT
