@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from common.errors import error_responses_with
 
@@ -77,6 +77,13 @@ class RecordCreate(_RecordFields):
     tags: Annotated[list[RawTag], Field(max_length=200)] = []
     pinned: StrictBool = False
     attachments: Annotated[list[ImageId], Field(max_length=MAX_ATTACHMENTS)] = []
+
+    @model_validator(mode="after")
+    def _not_blank(self) -> RecordCreate:
+        # docs/api.md §6: an empty body would make a blank record nobody asked for.
+        if not self.title.strip() and not self.content.strip():
+            raise ValueError("A record needs a title or content")
+        return self
 
 
 class RecordUpdate(_RecordFields):

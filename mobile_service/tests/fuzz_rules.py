@@ -11,11 +11,11 @@ from schemathesis.checks import negative_data_rejection, not_a_server_error, pos
 
 # Refusals the schema cannot express: limits set in MobileSettings and docs/api.md §6 (tags counted
 # and measured after trimming, changes per push), the sync cursor's integrity, a malformed If-Match,
-# NUL in text (the app factory's PostgreSQL answer).
+# NUL in text (the app factory's PostgreSQL answer), a record with neither title nor content.
 DOCUMENTED_REFUSALS = re.compile(
     r"^(Text must not contain NUL|Value error, text must not contain NUL|Value error, a tag has at most \d+ characters"
     r"|Value error, at most \d+ tags|At most \d+ changes per push|Invalid sync cursor"
-    r"|If-Match must carry the record version)"
+    r"|If-Match must carry the record version|Value error, A record needs a title or content)"
 )
 
 

@@ -122,6 +122,17 @@ def test_hostile_sizes_and_limits_get_validation_errors(mobile_client: TestClien
     create(mobile_client, alice, tags=[f"{i:02d}" + "x" * 30 for i in range(20)], content="y" * 100_000)
 
 
+@pytest.mark.parametrize("body", [{}, {"title": "   ", "content": "\n\t"}, {"tags": ["only-a-tag"]}])
+def test_a_record_needs_a_title_or_content(
+    mobile_client: TestClient, alice: dict[str, str], body: dict[str, Any]
+) -> None:
+    before = mobile_client.get("/api/v1/records", headers=alice).json()["total_count"]
+    refused = assert_error(mobile_client.post("/api/v1/records", json=body, headers=alice), 422, "validation_error")
+    assert "a title or content" in str(refused["detail"])
+    assert mobile_client.get("/api/v1/records", headers=alice).json()["total_count"] == before
+    assert create(mobile_client, alice, content="just a body")["title"] == ""
+
+
 def test_requests_without_a_token_are_401(mobile_client: TestClient) -> None:
     response = mobile_client.get("/api/v1/records")
     assert_error(response, 401, "not_authenticated")
