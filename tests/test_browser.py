@@ -60,6 +60,7 @@ def context(browser: Any) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    page.evaluate("window.scrollTo(0, 0)")  # a sticky top bar would be drawn mid-page otherwise
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
@@ -418,3 +419,123 @@ def test_the_ask_view_speaks_simplified_chinese(browser: Any, web_url: str) -> N
         shot(page, "16-ask-zh-phone")
     finally:
         ctx.close()
+
+
+# Record history (docs/api.md §16): revisions, their diff, restore, the trash and stale saves.
+
+
+def api_call(page: Any, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A same-origin API call made by the page (its session cookie and CSRF token), as another
+    device would change the record meanwhile."""
+    return page.evaluate(
+        """async ([method, path, body]) => {
+            const csrf = JSON.parse(document.getElementById('boot').textContent).csrf;
+            const headers = {'X-CSRF-Token': csrf, 'Content-Type': 'application/json'};
+            const response = await fetch(path, {method, headers, body: body === null ? undefined : JSON.stringify(body)});
+            return {status: response.status, body: await response.json().catch(() => null)};
+        }""",
+        [method, path, body],
+    )
+
+
+def save_as_version(page: Any, version: int) -> None:
+    page.click("#save")
+    page.locator(f"#view-editor[data-version='{version}']").wait_for()
+
+
+LONG_LINE = "see https://example.org/" + "very-long-path-" * 12
+
+
+def test_history_shows_the_diff_and_restores_an_older_version(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    create_record(page, "Bread recipe", "flour\nwater\nsalt\n")
+    page.locator("#view-editor[data-version='1']").wait_for()
+    page.fill("#content", "flour\nmilk\nsalt\n")
+    save_as_version(page, 2)
+    page.fill("#content", f"flour\nmilk\nsalt\nsugar\n{LONG_LINE}\n")
+    save_as_version(page, 3)
+
+    page.click("#history-toggle")
+    revisions = page.locator("#history-list li")
+    sync_api.expect(revisions).to_have_count(2)
+    assert [li.get_attribute("data-revision") for li in revisions.all()] == ["2", "1"]  # newest first
+    shots(page, "17-history")
+
+    page.click("#history-list li[data-revision='1'] button")
+    page.locator("#history-diff[data-revision='1']").wait_for()
+    assert page.locator("#diff-lines .diff-line.delete .diff-text").all_inner_texts() == ["water"]
+    assert page.locator("#diff-lines .diff-line.add .diff-text").all_inner_texts() == ["milk", "sugar", LONG_LINE]
+    assert "flour" in page.locator("#diff-lines .diff-line.context").all_inner_texts()[0]
+    shots(page, "18-history-diff")
+
+    page.click("#history-restore")
+    page.locator("#view-editor[data-version='4']").wait_for()
+    sync_api.expect(page.locator("#content")).to_have_value("flour\nwater\nsalt\n")
+    sync_api.expect(revisions).to_have_count(3)  # the state it replaced is kept too
+    page.reload()
+    sync_api.expect(page.locator("#content")).to_have_value("flour\nwater\nsalt\n")
+
+
+def test_a_deleted_record_comes_back_from_the_trash(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_up(page, web_url)
+    record_id = create_record(page, "Old to-do list", "- call the plumber\n", tags="home")
+    page.click("#delete")
+    page.locator("#view-records").wait_for()
+    page.click("#open-trash")
+    item = page.locator(f"#trash-list li[data-id='{record_id}']")
+    item.wait_for()
+    assert "Old to-do list" in item.inner_text() and "#home" in item.inner_text()
+    shots(page, "19-trash")
+
+    item.locator("button.undelete").click()
+    page.wait_for_url(re.compile(f"#/records/{record_id}$"))
+    sync_api.expect(page.locator("#title")).to_have_value("Old to-do list")
+    sync_api.expect(page.locator("#content")).to_have_value("- call the plumber\n")
+    page.click("#tabs a[data-view=records]")
+    page.locator(f"#record-list li[data-id='{record_id}']").wait_for()
+    page.click("#open-trash")
+    page.locator("#trash-empty").wait_for()
+
+
+def test_a_stale_save_is_merged_or_shows_both_sides(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    record_id = create_record(page, "Shopping", "eggs\nbread\nmilk\napples\ncheese\n")
+    path = f"/api/v1/records/{record_id}"
+
+    # Another device changes the first line while the editor, still at version 1, changes the last.
+    other = api_call(page, "PATCH", path, {"content": "duck eggs\nbread\nmilk\napples\ncheese\n", "version": 1})
+    assert other["status"] == 200 and other["body"]["version"] == 2, other
+    page.fill("#content", "eggs\nbread\nmilk\napples\nblue cheese\n")
+    save_as_version(page, 3)
+    page.locator("#save-state", has_text="merged").wait_for()
+    sync_api.expect(page.locator("#content")).to_have_value("duck eggs\nbread\nmilk\napples\nblue cheese\n")
+    assert page.locator("#conflict-box").is_hidden()
+    shot(page, "20-merged-phone")
+
+    # Now both change the same line: the save is refused and both sides are shown.
+    theirs = "duck eggs\nbread\noat milk\napples\nblue cheese\n"
+    other = api_call(page, "PATCH", path, {"content": theirs, "version": 3})
+    assert other["status"] == 200 and other["body"]["version"] == 4, other
+    page.fill("#content", "duck eggs\nbread\nsoy milk\napples\nblue cheese\n")
+    page.click("#save")
+    box = page.locator("#conflict-box")
+    box.wait_for()
+    hunk = box.locator(".conflict-hunk[data-field=content]")
+    assert hunk.locator("[data-side=theirs] pre").inner_text() == "oat milk"
+    assert hunk.locator("[data-side=yours] pre").inner_text() == "soy milk"
+    assert "version 4" in hunk.locator("[data-side=theirs]").inner_text()
+    assert "line 3" in hunk.inner_text()
+    sync_api.expect(page.locator("#content")).to_have_value("duck eggs\nbread\nsoy milk\napples\nblue cheese\n")
+    assert page.locator("#flash").is_hidden()
+    shots(page, "21-conflict")
+
+    page.click("#conflict-mine")  # saved over version 4; theirs stays in the history
+    page.locator("#view-editor[data-version='5']").wait_for()
+    assert box.is_hidden()
+    assert api_call(page, "GET", path)["body"]["content"] == "duck eggs\nbread\nsoy milk\napples\nblue cheese\n"
+    page.click("#history-toggle")
+    page.locator("#history-list li[data-kind=stale_edit]").first.wait_for()

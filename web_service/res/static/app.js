@@ -54,6 +54,7 @@ async function api(method, path, body, { raw = false } = {}) {
   return data;
 }
 
+const when = (iso) => new Date(iso).toLocaleString(boot.lang);
 const items = (page) => (Array.isArray(page) ? page : page?.data || page?.items || []);
 
 function flash(error) {
@@ -63,12 +64,15 @@ function flash(error) {
   if (error) setTimeout(() => (box.hidden = true), 6000);
 }
 
+// Thrown when the failure is already on screen (the conflict view): it stops the caller, flashes nothing.
+class Shown extends Error {}
+
 function guarded(fn) {
   return async (...args) => {
     try {
       await fn(...args);
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 401)) flash(error);
+      if (!(error instanceof Shown) && !(error instanceof ApiError && error.status === 401)) flash(error);
     }
   };
 }
@@ -169,12 +173,15 @@ function fillEditor(record) {
   $("#tags").value = (record?.tags || []).join(", ");
   $("#record-actions").hidden = !record;
   $("#save-state").textContent = "";
+  $("#save-state").title = "";
   showEditorTab("edit");
   renderRecordMeta();
 }
 
 function renderRecordMeta() {
   const record = current;
+  $("#view-editor").dataset.version = record ? String(record.version) : "";
+  $("#history-toggle").disabled = !record;
   $("#pin").textContent = record?.pinned ? t("editor.unpin") : t("editor.pin");
   const published = record?.visibility === "public" && record?.slug;
   $("#publish").textContent = published ? t("editor.unpublish") : t("editor.publish");
@@ -223,25 +230,205 @@ function editorFields() {
 
 async function saveRecord(extra = {}) {
   const fields = { ...editorFields(), ...extra };
+  let merged = false;
   try {
     if (!current) {
       current = await api("POST", "/api/v1/records", fields);
       history.replaceState(null, "", `#/records/${current.id}`);
     } else {
       current = await api("PATCH", `/api/v1/records/${current.id}`, { ...fields, version: current.version });
+      merged = current.merged === true;
     }
   } catch (error) {
     if (error instanceof ApiError && error.status === 409) {
       const latest = error.body?.record || error.body?.current || (await api("GET", `/api/v1/records/${current.id}`));
+      if (error.body?.conflict) {
+        showConflict(latest, error.body.conflict); // the editor keeps the user's text
+        throw new Shown();
+      }
       fillEditor(latest);
       throw new Error(t("error.conflict"));
     }
     throw error;
   }
+  hideConflict();
+  if (merged) fillEditor(current); // the text now holds the other side's changes too
   $("#record-actions").hidden = false;
-  $("#save-state").textContent = t("editor.saved");
+  $("#save-state").textContent = merged ? t("editor.merged") : t("editor.saved");
+  $("#save-state").title = merged ? t("editor.merged_hint") : "";
   renderRecordMeta();
+  if (!$("#history-box").hidden) await loadHistory();
 }
+
+// ------------------------------------------------------------------ history and conflicts (docs/api.md §16)
+
+const HISTORY_PAGE = 20;
+const historyState = { offset: 0, selected: null };
+
+function revisionItem(revision) {
+  const name =
+    revision.kind === "stale_edit"
+      ? t("history.stale_edit", { revision: revision.revision, version: revision.version })
+      : t("history.version", { revision: revision.revision, version: revision.version });
+  return el(
+    "li",
+    { "data-revision": String(revision.revision), "data-kind": revision.kind, class: historyState.selected === revision.revision ? "active" : "" },
+    el(
+      "button",
+      { class: "revision", onclick: guarded(() => showDiff(revision.revision)) },
+      el("span", { class: "revision-name", text: name }),
+      el("span", { class: "revision-title", text: revision.title || "—" }),
+      el("span", { class: "muted small", text: [when(revision.created_at), revision.device].filter(Boolean).join(" · ") }),
+    ),
+  );
+}
+
+async function loadHistory({ more = false } = {}) {
+  const record = current;
+  historyState.offset = more ? historyState.offset + HISTORY_PAGE : 0;
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE), offset: String(historyState.offset) });
+  const page = await api("GET", `/api/v1/records/${record.id}/revisions?${params}`);
+  if (current?.id !== record.id) return; // another record was opened meanwhile
+  const list = $("#history-list");
+  const revisions = items(page).map(revisionItem);
+  if (more) list.append(...revisions);
+  else list.replaceChildren(...revisions);
+  $("#history-more").hidden = !page?.has_more;
+  $("#history-empty").hidden = list.children.length > 0;
+}
+
+function closeHistory() {
+  historyState.selected = null;
+  $("#history-box").hidden = true;
+  $("#history-diff").hidden = true;
+  $("#history-list").replaceChildren();
+  $("#history-toggle").setAttribute("aria-expanded", "false");
+  $("#history-toggle").classList.remove("active");
+}
+
+const DIFF_SIGN = { add: "+", delete: "−", context: " " };
+
+function diffHunk(hunk) {
+  return el(
+    "div",
+    { class: "diff-hunk" },
+    el("div", { class: "diff-head", text: `@@ −${hunk.old_start},${hunk.old_lines} +${hunk.new_start},${hunk.new_lines} @@` }),
+    ...hunk.lines.map((line) =>
+      el(
+        "div",
+        { class: `diff-line ${line.op}`, "data-op": line.op },
+        el("span", { class: "diff-sign", text: DIFF_SIGN[line.op] || " " }),
+        el("span", { class: "diff-text", text: line.text.replace(/\r?\n$/, "") }),
+      ),
+    ),
+  );
+}
+
+// From the chosen revision to the record now, coloured from the structured hunks (text nodes only).
+async function showDiff(revision) {
+  const record = current;
+  const diff = await api("GET", `/api/v1/records/${record.id}/revisions/${revision}/diff?against=current`);
+  if (current?.id !== record.id) return;
+  historyState.selected = revision;
+  document.querySelectorAll("#history-list li").forEach((li) => li.classList.toggle("active", li.dataset.revision === String(revision)));
+  $("#diff-title").textContent = t("history.diff_title", { revision, version: diff.new.version });
+  const meta = [];
+  if (diff.old.title !== diff.new.title) meta.push(t("history.title_change", { old: diff.old.title || "—", new: diff.new.title || "—" }));
+  const tags = (side) => side.tags.map((tag) => "#" + tag).join(" ") || "—";
+  if (tags(diff.old) !== tags(diff.new)) meta.push(t("history.tags_change", { old: tags(diff.old), new: tags(diff.new) }));
+  $("#diff-meta").textContent = meta.join(" · ");
+  $("#diff-meta").hidden = !meta.length;
+  $("#diff-lines").replaceChildren(...diff.hunks.map(diffHunk));
+  $("#diff-same").hidden = diff.hunks.length > 0;
+  $("#history-diff").dataset.revision = String(revision);
+  $("#history-diff").hidden = false;
+}
+
+$("#history-toggle").addEventListener(
+  "click",
+  guarded(async () => {
+    if (!$("#history-box").hidden) return closeHistory();
+    $("#history-box").hidden = false;
+    $("#history-toggle").setAttribute("aria-expanded", "true");
+    $("#history-toggle").classList.add("active");
+    await loadHistory();
+    $("#history-box").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }),
+);
+$("#history-more").addEventListener("click", guarded(() => loadHistory({ more: true })));
+$("#history-restore").addEventListener(
+  "click",
+  guarded(async (event) => {
+    const button = event.currentTarget;
+    const revision = historyState.selected;
+    button.disabled = true;
+    try {
+      const restored = await api("POST", `/api/v1/records/${current.id}/revisions/${revision}/restore`);
+      hideConflict();
+      fillEditor(restored);
+      $("#save-state").textContent = t("history.restored", { revision });
+      historyState.selected = null;
+      $("#history-diff").hidden = true;
+      await loadHistory();
+    } finally {
+      button.disabled = false;
+    }
+  }),
+);
+
+let conflictRecord = null; // the record as it is now, while the conflict view is open
+
+const FIELD_NAMES = () => ({ title: t("conflict.field_title"), content: t("conflict.field_content"), tags: t("conflict.field_tags") });
+
+function conflictText(value) {
+  if (value === null || value === undefined || value === "") return t("conflict.empty");
+  if (Array.isArray(value)) return value.length ? value.map((tag) => "#" + tag).join(" ") : t("conflict.empty");
+  return String(value).replace(/\r?\n$/, "");
+}
+
+function conflictHunk(hunk, conflict) {
+  const field = FIELD_NAMES()[hunk.field] || hunk.field;
+  const side = (name, label, value) =>
+    el("div", { class: `conflict-side ${name}`, "data-side": name }, el("div", { class: "small conflict-label", text: label }), el("pre", { text: conflictText(value) }));
+  return el(
+    "div",
+    { class: "conflict-hunk", "data-field": hunk.field },
+    el("div", { class: "small", text: hunk.base_line ? t("conflict.at_line", { field, line: hunk.base_line }) : field }),
+    el(
+      "div",
+      { class: "conflict-sides" },
+      side("theirs", t("conflict.theirs", { version: conflict.theirs.version }), hunk.theirs),
+      side("yours", t("conflict.yours"), hunk.yours),
+    ),
+  );
+}
+
+function showConflict(record, conflict) {
+  conflictRecord = record;
+  $("#conflict-hunks").replaceChildren(...conflict.hunks.map((hunk) => conflictHunk(hunk, conflict)));
+  $("#conflict-box").hidden = false;
+  $("#save-state").textContent = "";
+  $("#conflict-box").scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+function hideConflict() {
+  conflictRecord = null;
+  $("#conflict-box").hidden = true;
+  $("#conflict-hunks").replaceChildren();
+}
+
+// Keep mine: the editor's text saved over the record as it is now (theirs stays in the history).
+$("#conflict-mine").addEventListener(
+  "click",
+  guarded(async () => {
+    current = conflictRecord;
+    await saveRecord();
+  }),
+);
+$("#conflict-theirs").addEventListener("click", () => {
+  fillEditor(conflictRecord);
+  hideConflict();
+});
 
 function showEditorTab(which) {
   $("#tab-edit").classList.toggle("active", which === "edit");
@@ -271,6 +458,47 @@ $("#delete").addEventListener(
     location.hash = "#/records";
   }),
 );
+
+// ------------------------------------------------------------------ trash
+
+const TRASH_PAGE = 50;
+const trashState = { offset: 0 };
+
+function trashItem(item) {
+  return el(
+    "li",
+    { class: "record-item trash-item", "data-id": item.id },
+    el(
+      "div",
+      { class: "trash-body" },
+      el("div", { class: "record-title", text: item.title || "—" }),
+      el("div", { class: "muted small", text: t("trash.deleted", { when: when(item.deleted_at), until: new Date(item.purge_after).toLocaleDateString(boot.lang) }) }),
+      el("div", {}, ...(item.tags || []).map((tag) => el("span", { class: "tag", text: "#" + tag }))),
+    ),
+    el("button", {
+      class: "undelete",
+      text: t("trash.restore"),
+      onclick: guarded(async (event) => {
+        event.currentTarget.disabled = true;
+        const record = await api("POST", `/api/v1/records/${item.id}/restore`);
+        location.hash = `#/records/${record.id}`;
+      }),
+    }),
+  );
+}
+
+async function loadTrash({ more = false } = {}) {
+  trashState.offset = more ? trashState.offset + TRASH_PAGE : 0;
+  const params = new URLSearchParams({ limit: String(TRASH_PAGE), offset: String(trashState.offset) });
+  const page = await api("GET", "/api/v1/records/trash?" + params);
+  const list = $("#trash-list");
+  if (more) list.append(...items(page).map(trashItem));
+  else list.replaceChildren(...items(page).map(trashItem));
+  $("#trash-more").hidden = !page?.has_more;
+  $("#trash-empty").hidden = list.children.length > 0;
+}
+
+$("#trash-more").addEventListener("click", guarded(() => loadTrash({ more: true })));
 $("#publish").addEventListener(
   "click",
   guarded(async () => {
@@ -692,7 +920,7 @@ let currentView = null;
 function show(view) {
   currentView = view;
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
-  const tab = view === "editor" ? "records" : view;
+  const tab = view === "editor" || view === "trash" ? "records" : view;
   for (const link of document.querySelectorAll("#tabs a")) link.classList.toggle("active", link.dataset.view === tab);
 }
 
@@ -701,8 +929,13 @@ async function route() {
   const [, section = "records", id] = (location.hash || "#/records").split("/");
   if (section === "records" && id) {
     show("editor");
+    closeHistory();
+    hideConflict();
     fillEditor(id === "new" ? null : await api("GET", `/api/v1/records/${id}`));
     await loadRelated(current);
+  } else if (section === "trash") {
+    show("trash");
+    await loadTrash();
   } else if (section === "images") {
     show("images");
     await loadImages();
