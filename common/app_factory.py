@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +20,8 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.api_clients import ServiceClient
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 # the service's own keys to it, shutdown hooks close them.
 Hook = Callable[[Any], Awaitable[None]]
 ReadyCheck = Callable[[Any], Awaitable[None]]
+# /docs keeps the token pasted into "Authorize" across reloads.
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {"persistAuthorization": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +159,17 @@ def create_app(
     body_limits: Mapping[tuple[str, str], BodyLimit] | None = None,
     error_shapes: Mapping[str, ErrorShaper] | None = None,
     configure_logging: bool = True,
+    published_openapi: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build a service's FastAPI app. ``upstreams`` names the suite services it calls
     (e.g. ``["llm_service"]``); each gets a ``ServiceClient`` in the State's ``clients``.
     ``body_limits`` raises the body limit of single routes, by (method, path), above
     ``MAX_BODY_BYTES`` (uploads); every other route keeps the common one. ``error_shapes`` gives
     the paths under a prefix another API's error body (llm_service: OpenAI's under ``/v1/``).
-    Every route that takes a JSON body refuses any other body with 415 (``require_json_body``)."""
+    Every route that takes a JSON body refuses any other body with 415 (``require_json_body``).
+    ``published_openapi`` gives the document that ``/openapi.json`` and ``/docs`` publish when it
+    is more than the app's own (mobile_service adds the routes it forwards); ``app.openapi()``
+    stays the app's own operations either way."""
     if configure_logging:
         setup_logging(settings.service_name, settings.log_level, settings.log_format or "console", settings.log_dir)
     resources = AppResources(settings, use_database, use_redis, tuple(upstreams), tuple(on_startup), tuple(on_shutdown))
@@ -170,9 +178,12 @@ def create_app(
         description=description,
         version=settings.version,
         lifespan=resources.lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         dependencies=[Depends(require_json_body)],
+        **({"openapi_url": None, "docs_url": None, "redoc_url": None} if published_openapi else {}),
     )
+    if published_openapi is not None:
+        install_docs_routes(app, published_openapi)
     shapes = ErrorShapes(error_shapes)
     install_error_handlers(app, shapes)
     install_middleware(app, settings, body_limits, shapes)
@@ -282,6 +293,40 @@ def install_ops_routes(app: FastAPI, settings: Settings, ready_checks: dict[str,
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(metrics_payload(), media_type=METRICS_CONTENT_TYPE)
+
+
+def install_docs_routes(app: FastAPI, document: Callable[[], dict[str, Any]]) -> None:
+    """``/openapi.json`` answering ``document()`` (built at the first request, off the event loop,
+    then kept), and ``/docs`` and ``/redoc`` showing it, as FastAPI's own docs routes do."""
+    built: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def published() -> dict[str, Any]:
+        with lock:
+            if not built:
+                built.append(document())
+            return built[0]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json() -> JSONResponse:  # sync: the first build runs in the thread pool
+        return JSONResponse(published())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from common.app_state import State
 from common.config import load_settings
 from common.forwarding import AsgiForwarder, install_forwarding
 from common.forwarding_rules import FORWARDED_SERVICES, ForwardingConfig
+from mobile_service.app.api_docs import base_url_document
 from mobile_service.app.config import MobileSettings
 from mobile_service.app.history import HistoryPolicy, RecordPurger
 from mobile_service.app.routes import routers
@@ -64,6 +65,9 @@ def build_app(settings: MobileSettings | None = None, **factory_kwargs: object) 
         upstreams=["llm_service"],
         on_startup=[open_forwarder, start_purger],
         on_shutdown=[close_forwarder, stop_purger],
+        # /openapi.json and /docs: the whole base URL, forwarded routes included (built at the first
+        # request); app.openapi() stays mobile_service's own operations (what the fuzzers test).
+        published_openapi=base_url_document(lambda: app.openapi()),
         **factory_kwargs,  # type: ignore[arg-type]
     )
     install_forwarding(app, settings, forwarder)
