@@ -33,15 +33,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_database(request: Request) -> Database:
+# Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def`` dependency
+# in its thread pool, a thread hop per dependency per request (measured in bench/README.md).
+async def get_database(request: Request) -> Database:
     return database_of(request)
 
 
-def get_redis(request: Request) -> aioredis.Redis:
+async def get_redis(request: Request) -> aioredis.Redis:
     return redis_of(request)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return settings_of(request)
 
 

@@ -25,19 +25,19 @@ class ImageState(State):
     generation_workers: GenerationWorkers | None
 
 
-def get_image_context(request: Request) -> ImageContext:
+async def get_image_context(request: Request) -> ImageContext:
     return extra_of(request, "images")
 
 
-def get_storage(request: Request) -> ImageStorage:
-    return get_image_context(request).storage
+async def get_storage(request: Request) -> ImageStorage:
+    return extra_of(request, "images").storage
 
 
-def get_image_settings(request: Request) -> ImageSettings:
+async def get_image_settings(request: Request) -> ImageSettings:
     return settings_of(request)  # type: ignore[return-value]
 
 
-def get_workers(request: Request) -> GenerationWorkers | None:
+async def get_workers(request: Request) -> GenerationWorkers | None:
     return extra_of(request, "generation_workers")
 
 

@@ -32,15 +32,15 @@ class LLMState(State):
     indexer: RecordIndexer | None
 
 
-def llm_settings(request: Request) -> LLMSettings:
+async def llm_settings(request: Request) -> LLMSettings:
     return settings_of(request)  # type: ignore[return-value]
 
 
-def llm_client(request: Request) -> LLMClient:
+async def llm_client(request: Request) -> LLMClient:
     return extra_of(request, "llm")
 
 
-def prompt_store(request: Request) -> PromptStore:
+async def prompt_store(request: Request) -> PromptStore:
     return extra_of(request, "prompts")
 
 
@@ -49,7 +49,7 @@ LLMDep = Annotated[LLMClient, Depends(llm_client)]
 PromptsDep = Annotated[PromptStore, Depends(prompt_store)]
 
 
-def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:
+async def chat_store(redis: RedisDep, settings: LLMSettingsDep) -> ChatStore:
     return ChatStore(
         redis,
         settings.chat_ttl_seconds,
@@ -87,21 +87,21 @@ async def search_limited_user(user: CurrentUser, redis: RedisDep, settings: LLMS
 SearchUser = Annotated[TokenUser, Depends(search_limited_user)]
 
 
-def retrieval(request: Request, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> Retrieval:
+async def retrieval(request: Request, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> Retrieval:
     return Retrieval(db, llm, settings, extra_of(request, "vectors"))
 
 
 RetrievalDep = Annotated[Retrieval, Depends(retrieval)]
 
 
-def ask_service(retrieval: RetrievalDep, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> AskService:
+async def ask_service(retrieval: RetrievalDep, llm: LLMDep, db: DatabaseDep, settings: LLMSettingsDep) -> AskService:
     return AskService(retrieval, llm, db, settings.ask_max_source_chars)
 
 
 AskServiceDep = Annotated[AskService, Depends(ask_service)]
 
 
-def chat_service(
+async def chat_service(
     store: ChatStoreDep,
     llm: LLMDep,
     db: DatabaseDep,

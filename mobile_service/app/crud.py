@@ -236,22 +236,60 @@ def parse_sort(sort: str) -> tuple[str, str]:
     return column, "desc" if sort.startswith("-") else "asc"
 
 
-async def list_page(
-    session: AsyncSession, filters: ListFilters, *, offset: int, limit: int, sort: str
-) -> dict[str, Any]:
-    """A page of the owner's live records through fastcrud (owner in the WHERE clause)."""
+def _live_where(pinned: bool, tagged: bool) -> list[ColumnElement[bool]]:
+    """The list's filters with bound parameters (``owner_id``, ``pinned``, ``tag``)."""
+    where: list[ColumnElement[bool]] = [Record.owner_id == bindparam("owner_id"), Record.deleted_at.is_(None)]
+    if pinned:
+        where.append(Record.pinned == bindparam("pinned"))
+    if tagged:
+        tagged_ids = select(RecordTag.record_id).where(
+            RecordTag.owner_id == bindparam("owner_id"), RecordTag.tag == bindparam("tag")
+        )
+        where.append(Record.id.in_(tagged_ids))
+    return where
+
+
+def _live_page_statement(sort: str, pinned: bool, tagged: bool) -> Callable[[], Select[Any]]:
     column, order = parse_sort(sort)
-    page = await crud_records.get_multi(
-        session,
-        offset=offset,
-        limit=limit,
-        schema_to_select=RecordRead,
-        sort_columns=[column, "id"],
-        sort_orders=[order, order],
-        where=_filters(filters),
+
+    def build() -> Select[Any]:
+        by = getattr(Record, column)
+        ordering = (by.desc(), Record.id.desc()) if order == "desc" else (by.asc(), Record.id.asc())
+        return (
+            select(*Record.__table__.c)
+            .where(*_live_where(pinned, tagged))
+            .order_by(*ordering)
+            .limit(bindparam("limit"))
+            .offset(bindparam("offset"))
+        )
+
+    return build
+
+
+def _live_count_statement(pinned: bool, tagged: bool) -> Callable[[], Select[Any]]:
+    return lambda: select(func.count().label("total")).select_from(Record).where(*_live_where(pinned, tagged))
+
+
+async def list_page(db: Database, filters: ListFilters, *, offset: int, limit: int, sort: str) -> dict[str, Any]:
+    """A page of the owner's live records and their count: two statements compiled once per
+    (sort, filters) shape and run through ``Database.quick`` (the list is the mobile app's home
+    screen; building and compiling the query per request was most of its CPU, bench/README.md)."""
+    pinned, tagged = filters.pinned is not None, filters.tag is not None
+    params: dict[str, Any] = {"owner_id": filters.owner_id}
+    if pinned:
+        params["pinned"] = filters.pinned
+    if tagged:
+        params["tag"] = clean_query_text(filters.tag or "").strip().lower()
+    shape = f"{sort}:{int(pinned)}:{int(tagged)}"
+    rows = await db.quick.rows(
+        f"records.page:{shape}", _live_page_statement(sort, pinned, tagged), **params, limit=limit, offset=offset
     )
-    await end_read(session)
-    return {"data": page["data"], "total_count": page["total_count"]}
+    if len(rows) < limit and (rows or offset == 0):
+        total = offset + len(rows)  # the last page says how many there are
+    else:
+        counted = await db.quick.rows(f"records.count:{shape}", _live_count_statement(pinned, tagged), **params)
+        total = int(counted[0]["total"])
+    return {"data": [RecordRead.model_validate(row) for row in rows], "total_count": total}
 
 
 def _like_pattern(term: str) -> str:

@@ -12,15 +12,15 @@ from mobile_service.app.config import MobileSettings
 from mobile_service.app.history import HistoryPolicy
 
 
-def mobile_settings(request: Request) -> MobileSettings:
+async def mobile_settings(request: Request) -> MobileSettings:
     return settings_of(request)  # type: ignore[return-value]
 
 
-def history_policy(request: Request) -> HistoryPolicy:
-    return HistoryPolicy.from_settings(mobile_settings(request))
+async def history_policy(request: Request) -> HistoryPolicy:
+    return HistoryPolicy.from_settings(settings_of(request))  # type: ignore[arg-type]
 
 
-def llm_service(request: Request) -> ServiceClient:
+async def llm_service(request: Request) -> ServiceClient:
     return client_of(request, "llm_service")
 
 

@@ -106,6 +106,7 @@ async def create_record(
 async def list_records(
     user: CurrentUser,
     session: SessionDep,
+    db: DatabaseDep,
     llm: LlmServiceDep,
     settings: MobileSettingsDep,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
@@ -124,7 +125,7 @@ async def list_records(
             description="Ignored with q: title matches come first (PostgreSQL: by ts_rank), then the newest",
         ),
     ] = "-updated_at",
-) -> Page[RecordRead]:
+) -> Response:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
     if q and q.strip() and mode != "keyword":
         page = await semantic.search(
@@ -141,8 +142,11 @@ async def list_records(
     elif q and q.strip():
         page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
     else:
-        page = await crud.list_page(session, filters, offset=offset, limit=limit, sort=sort)
-    return page_of(page["data"], page["total_count"], offset, limit)
+        page = await crud.list_page(db, filters, offset=offset, limit=limit, sort=sort)
+    # The home screen's hot path: the items are validated models already, so the page is
+    # serialised once, here, not validated a second time against the response model.
+    body = page_of(page["data"], page["total_count"], offset, limit).model_dump_json()
+    return Response(body, media_type="application/json")
 
 
 @records_router.get("/trash", response_model=Page[TrashItem], summary="Records deleted within RECORD_TRASH_DAYS")

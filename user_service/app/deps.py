@@ -10,7 +10,7 @@ from common.app_state import settings_of
 from user_service.app.config import UserSettings
 
 
-def user_settings(request: Request) -> UserSettings:
+async def user_settings(request: Request) -> UserSettings:
     return settings_of(request)  # type: ignore[return-value]
 
 
