@@ -12,7 +12,8 @@ stop there). ``limit`` is 1-100 (docs/api.md §6); above is a 422, never silentl
         return page_of(rows, total, offset, limit)
 
 The page is fastcrud's shape: ``{data, total_count, has_more, offset, limit}``. A hand-written
-query is paged by ``paginate`` (its count and its page); fastcrud's ``get_multi`` pages its own.
+query is paged by ``paginate`` (its count and its page); fastcrud's ``get_multi`` pages its own;
+the records list, the hot path, runs its two compiled statements itself (``mobile_service.crud``).
 """
 
 from __future__ import annotations

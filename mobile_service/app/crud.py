@@ -1,4 +1,5 @@
-"""Data access for records: the FastCRUD instance and the hand-written queries (search, sync,
+"""Data access for records: the FastCRUD instance (existence checks) and the hand-written queries
+(the list and the read, compiled once through ``Database.quick``; search, sync,
 the change counter). Every query of user data names its owner."""
 
 from __future__ import annotations
@@ -86,8 +87,7 @@ async def get_owned(session: AsyncSession, owner_id: str, record_id: str) -> Rec
 
 async def id_taken(session: AsyncSession, record_id: str) -> bool:
     """Whether any owner uses this id (client-made UUIDs may collide; never say whose)."""
-    found = await session.execute(select(Record.id).where(Record.id == record_id))
-    return found.first() is not None
+    return await crud_records.exists(session, id=record_id)
 
 
 async def get_published(session: AsyncSession, slug: str) -> Record | None:
