@@ -278,12 +278,15 @@ class QuickReader:
     Statements are SQLAlchemy Core built from the models and compiled once per name; values go
     through the column types (``UTCDateTime``, JSON) exactly as the ORM would convert them. On
     SQLite they run inline on a read-only connection of their own (WAL: readers never wait for
-    writers and see every committed write); elsewhere they run through the engine as usual.
-    Only for statements that touch a handful of rows by index: the event loop runs them.
+    writers and see every committed write); elsewhere they run through the engine in autocommit:
+    one statement is its own snapshot, and BEGIN and the ROLLBACK on return to the pool would
+    be two more round trips per read (bench/README.md). Only for statements that touch a handful
+    of rows by index: the event loop runs them.
     """
 
     def __init__(self, engine: AsyncEngine, sqlite_path: Path | None) -> None:
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._path = sqlite_path
         self._conn: sqlite3.Connection | None = None
         self._prepared: dict[str, _PreparedRead] = {}
@@ -343,15 +346,14 @@ class QuickReader:
         """Rows of the statement ``build()`` makes (compiled once under ``name``), as dicts;
         ``params`` fill its ``bindparam``s."""
         prepared = self._prepare(name, build)
-        if self._path is None:
-            async with self.engine.connect() as conn:
-                result = await conn.execute(self._statements[name], params)
-                return [dict(row) for row in result.mappings()]
         values = []
         for bind in prepared.bind_names:
             value = params[bind]
             processor = prepared.bind_processors.get(bind)
             values.append(processor(value) if processor else value)
+        if self._path is None:
+            fetched = await self._fetch_pooled(prepared.sql, values)
+            return self._rows_of(prepared, fetched)
         try:
             fetched = self._fetch(self._connection(), prepared.sql, values)
         except sqlite3.OperationalError as exc:
@@ -360,11 +362,22 @@ class QuickReader:
             # The file is locked (a checkpoint, another process's exclusive lock): wait for it
             # off the event loop.
             fetched = await asyncio.to_thread(self._fetch_blocking, prepared.sql, values)
+        return self._rows_of(prepared, fetched)
+
+    async def _fetch_pooled(self, sql: str, values: list[Any]) -> list[Any]:
+        """PostgreSQL: the pool's asyncpg connection itself, which prepares the statement once
+        and keeps it (asyncpg's statement cache); no SQLAlchemy result machinery per row."""
+        async with self._autocommit.connect() as conn:
+            raw = await conn.get_raw_connection()
+            return list(await raw.driver_connection.fetch(sql, *values))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _rows_of(prepared: _PreparedRead, fetched: list[Any]) -> list[dict[str, Any]]:
         processors = prepared.result_processors
         return [
             {
                 column: (processor(value) if processor else value)
-                for column, processor, value in zip(prepared.columns, processors, row, strict=True)
+                for column, processor, value in zip(prepared.columns, processors, tuple(row), strict=True)
             }
             for row in fetched
         ]
