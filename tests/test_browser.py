@@ -539,3 +539,40 @@ def test_a_stale_save_is_merged_or_shows_both_sides(context: Any, web_url: str) 
     assert api_call(page, "GET", path)["body"]["content"] == "duck eggs\nbread\nsoy milk\napples\nblue cheese\n"
     page.click("#history-toggle")
     page.locator("#history-list li[data-kind=stale_edit]").first.wait_for()
+
+
+# A record no phone can show in one line: a 200-character title and a 2,000-character line, no spaces.
+LONG_TITLE = ("Unbroken-title-" * 14)[:200]
+LONG_BODY = ("one-long-line-of-text-" * 91)[:2000]
+
+
+def fits_the_window(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= innerWidth"))
+
+
+def test_a_long_record_fits_the_phone_and_the_desktop(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    assert len(LONG_TITLE) == 200 and len(LONG_BODY) == 2000 and "\n" not in LONG_BODY
+    record_id = create_record(page, LONG_TITLE, LONG_BODY)
+    public_url = publish(page)
+    for name, size in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        page.click("#tabs a[data-view=records]")
+        page.locator(f"#record-list li[data-id='{record_id}']").wait_for()
+        shot(page, f"22-long-record-list-{name}")
+        assert fits_the_window(page), f"the records list overflows the {name}"
+        page.click(f"#record-list li[data-id='{record_id}'] a")
+        page.locator("#public-link").wait_for(state="visible")
+        shot(page, f"23-long-record-editor-{name}")
+        assert fits_the_window(page), f"the editor overflows the {name}"
+        page.click("#tab-preview")
+        page.locator("#preview p").wait_for()
+        assert fits_the_window(page), f"the preview overflows the {name}"
+        public = context.new_page()
+        public.set_viewport_size(size)
+        public.goto(public_url)
+        public.locator("h1.record-title").wait_for()
+        shot(public, f"24-long-record-public-{name}")
+        assert fits_the_window(public), f"the public page overflows the {name}"
+        public.close()
