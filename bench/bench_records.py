@@ -10,7 +10,8 @@ triggers fire; ``records_cjk`` is filled as mobile_service would) and times
 ``GET /api/v1/records?q=...`` one request at a time.
 
 Run: ``.venv/bin/python -m bench.bench_records`` (a few minutes with the 100,000-record fill),
-``--records 0`` skips search, ``--skip-reads`` skips the throughput part.
+``--records 0`` skips search, ``--skip-reads`` skips the throughput part, ``--database
+postgresql`` runs it all on a PostgreSQL database of its own (created and dropped).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -85,31 +87,33 @@ def create_tables(database_url: str) -> None:
     asyncio.run(_run())
 
 
-def fill(path: Path, owner: str, count: int, rng: random.Random) -> list[str]:
-    """Insert ``count`` records for ``owner`` through sqlite3 (the FTS triggers fire)."""
-    # A vocabulary shaped like real notes: topic words (each in ~10% of the records), many rare
-    # words, a Chinese phrase in one record out of four.
+def _rows(owner: str, count: int, rng: random.Random) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Records (and their tag rows) shaped like real notes: topic words (each in ~10% of the
+    records), many rare words, a Chinese phrase in one record out of four."""
     syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pen", "dor", "lux", "gra"]
     filler = ["".join(rng.choice(syllables) for _ in range(3)) for _ in range(5000)]
-    now = datetime.now(UTC).isoformat(sep=" ")
-    ids: list[str] = []
-    rows = []
-    tag_rows = []
+    now = datetime.now(UTC)
+    rows, tag_rows = [], []
     for n in range(count):
         record_id = str(uuid.uuid4())
-        ids.append(record_id)
         words = " ".join(rng.choice(filler) for _ in range(30))
         title = f"{rng.choice(TOPICS).title()} note {n}"
         chinese = rng.choice(CHINESE) if n % 4 == 0 else ""
         content = f"{words} {rng.choice(TOPICS)} {chinese} {rng.choice(TOPICS)}{n}"
         tag = rng.choice(TOPICS)
-        rows.append((record_id, owner, title, content, json.dumps([tag]), 0, "private", "[]", 1, n + 1, now, now))
+        rows.append((record_id, owner, title, content, json.dumps([tag]), False, "private", "[]", 1, n + 1, now, now))
         tag_rows.append((str(uuid.uuid4()), record_id, owner, tag))
+    return rows, tag_rows
+
+
+def fill(path: Path, owner: str, count: int, rng: random.Random) -> list[str]:
+    """Insert ``count`` records for ``owner`` through sqlite3 (the FTS triggers fire)."""
+    rows, tag_rows = _rows(owner, count, rng)
     conn = sqlite3.connect(path)
     conn.executemany(
         "INSERT INTO records (id, owner_id, title, content, tags, pinned, visibility, attachments, version, "
         "change_seq, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
+        [(*row[:10], row[10].isoformat(sep=" "), row[11].isoformat(sep=" ")) for row in rows],
     )
     conn.executemany("INSERT INTO record_tags (id, record_id, owner_id, tag) VALUES (?,?,?,?)", tag_rows)
     # mobile_service keeps this index in its write path; a bulk insert has to do it itself.
@@ -121,7 +125,38 @@ def fill(path: Path, owner: str, count: int, rng: random.Random) -> list[str]:
     conn.execute("INSERT INTO record_change_counters (id, value) VALUES (?, ?)", (owner, count))
     conn.commit()
     conn.close()
-    return ids
+    return [row[0] for row in rows]
+
+
+def fill_postgres(database_url: str, owner: str, count: int, rng: random.Random) -> list[str]:
+    """The same records through asyncpg (PostgreSQL's GIN index needs no help)."""
+    import asyncpg
+
+    rows, tag_rows = _rows(owner, count, rng)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.executemany(
+                "INSERT INTO records (id, owner_id, title, content, tags, pinned, visibility, attachments, "
+                "version, change_seq, created_at, updated_at) VALUES ($1,$2,$3,$4,$5::json,$6,$7,$8::json,$9,$10,$11,$12)",
+                rows,
+            )
+            await conn.executemany(
+                "INSERT INTO record_tags (id, record_id, owner_id, tag) VALUES ($1,$2,$3,$4)", tag_rows
+            )
+            await conn.execute("INSERT INTO record_change_counters (id, value) VALUES ($1, $2)", owner, count)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return [row[0] for row in rows]
+
+
+def fill_records(database_url: str, owner: str, count: int, rng: random.Random) -> list[str]:
+    if database_url.startswith("postgresql"):
+        return fill_postgres(database_url, owner, count, rng)
+    return fill(sqlite_file(database_url), owner, count, rng)
 
 
 async def search_latency(base: str, headers: dict[str, str], queries: list[str], repeat: int) -> list[str]:
@@ -154,16 +189,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records of the searching user (0: skip)")
     parser.add_argument("--skip-reads", action="store_true", help="only the search part")
     parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL (INFO: access log on)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     rng = random.Random(7)
     settings = load_settings(Settings, secret_key=BENCH_SECRET)
-    with BenchEnv(log_level=args.log_level) as env:
+    with BenchEnv(log_level=args.log_level, database=args.database) as env:
         database_url = env.env["DATABASE_URL"]
         create_tables(database_url)
         reader = str(uuid.uuid4())
-        read_ids = fill(sqlite_file(database_url), reader, 100, rng)
+        read_ids = fill_records(database_url, reader, 100, rng)
         token, _ = encode_token(settings, reader, "user", "access")
         with start_app("bench.baseline_app:app") as base, start_service("mobile_service", env.env) as svc:
             if not args.skip_reads:
@@ -179,13 +215,22 @@ def main() -> None:
                         d,
                         w,
                     ),
+                    measured(
+                        "GET /api/v1/records?limit=20",
+                        svc,
+                        f"{svc.url}/api/v1/records?limit=20",
+                        {"Authorization": f"Bearer {token}"},
+                        c,
+                        d,
+                        w,
+                    ),
                 ]
                 print_table([r for r, _ in rows], rows[0][0])
                 print_cpu(rows)
             if args.records:
                 searcher = str(uuid.uuid4())
                 started = time.perf_counter()
-                fill(sqlite_file(database_url), searcher, args.records, rng)
+                fill_records(database_url, searcher, args.records, rng)
                 took = time.perf_counter() - started
                 print(f"\nsearch, one user with {args.records:,} records (filled in {took:.0f}s), one at a time:")
                 token, _ = encode_token(settings, searcher, "user", "access")

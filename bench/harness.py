@@ -168,18 +168,43 @@ def start_web_gthread(env: dict[str, str], threads: int = 64) -> Server:
     return _spawn("web_gthread", [sys.executable, "-m", "bench.gthread_web"], child_env, port, "/health")
 
 
-class BenchEnv:
-    """The environment service processes need: a scratch SQLite file, a Redis, a secret.
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
+
+def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+class BenchEnv:
+    """The environment service processes need: a scratch database, a Redis, a secret.
+
+    ``database``: ``sqlite`` (a temporary file) or ``postgresql`` (a database of its own, created
+    on the server of ``TEST_POSTGRES_ADMIN_URL`` — default the local one — and dropped on exit).
     Redis: ``REDIS_URL`` if set, else a ``redis-server`` of its own (fakeredis as a last resort,
     which is much slower: the table says which one ran)."""
 
-    def __init__(self, log_level: str = "INFO") -> None:
+    def __init__(self, log_level: str = "INFO", database: str = "sqlite") -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-")
         self.redis: LocalRedis = provide_redis(os.environ.get("REDIS_URL"), probe=None)
         root = Path(self.tmp.name)
+        self.pg_database: str | None = None
+        if database == "postgresql":
+            self.pg_database = f"bench_{os.getpid()}_{int(time.time())}"
+            _pg_admin(f'CREATE DATABASE "{self.pg_database}"')
+            database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.pg_database}"
+        else:
+            database_url = f"sqlite+aiosqlite:///{root / 'bench.db'}"
         self.env: dict[str, str] = {
-            "DATABASE_URL": f"sqlite+aiosqlite:///{root / 'bench.db'}",
+            "DATABASE_URL": database_url,
             "REDIS_URL": self.redis.url,
             "SECRET_KEY": BENCH_SECRET,
             "LOG_DIR": str(root / "logs"),
@@ -194,6 +219,8 @@ class BenchEnv:
     def close(self) -> None:
         self.redis.stop()
         self.tmp.cleanup()
+        if self.pg_database is not None:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
     def __enter__(self) -> BenchEnv:
         return self

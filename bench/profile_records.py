@@ -5,9 +5,9 @@ take the most of it, cumulative.
 
     .venv/bin/python -m bench.profile_records                       # SQLite, the list of 20
     .venv/bin/python -m bench.profile_records --path read           # one record by id
-    .venv/bin/python -m bench.profile_records --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m bench.profile_records --database postgresql
 
-With a PostgreSQL URL the benchmark creates its own database on that server and drops it after.
+PostgreSQL: a database of its own on the local server (``TEST_POSTGRES_ADMIN_URL``), dropped after.
 """
 
 from __future__ import annotations
@@ -21,52 +21,12 @@ import pstats
 import random
 import time
 import uuid
-from typing import Any
 
-from bench.bench_records import create_tables, fill, sqlite_file
+from bench.bench_records import create_tables, fill_records
 from bench.cpu_cost import _cost_per_request
 from bench.harness import BENCH_SECRET, BenchEnv
 from common.config import Settings, load_settings
 from common.security import encode_token
-
-
-async def _fill_postgres(database_url: str, owner: str, count: int) -> list[str]:
-    from common.database import Database
-    from common.models.record import Record, RecordChangeCounter
-
-    db = Database(database_url)
-    ids = [str(uuid.uuid4()) for _ in range(count)]
-    try:
-        await db.create_all()
-        async with db.session() as session:
-            for n, record_id in enumerate(ids):
-                session.add(
-                    Record(id=record_id, owner_id=owner, title=f"note {n}", content="word " * 40, change_seq=n + 1)
-                )
-            session.add(RecordChangeCounter(id=owner, value=count))
-            await session.commit()
-    finally:
-        await db.dispose()
-    return ids
-
-
-def _scratch_postgres(admin_url: str) -> tuple[str, Any]:
-    """A database of its own on the server of ``admin_url``, and the function that drops it."""
-    import asyncpg
-
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    plain = admin_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(plain)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    return url, lambda: asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def profile(path: str, headers: list[tuple[bytes, bytes]], count: int, top: int) -> tuple[float, str]:
@@ -89,32 +49,22 @@ async def profile(path: str, headers: list[tuple[bytes, bytes]], count: int, top
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", choices=["list", "read"], default="list")
-    parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL (default: a scratch SQLite)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--top", type=int, default=45)
     args = parser.parse_args()
     settings = load_settings(Settings, secret_key=BENCH_SECRET)
     owner = str(uuid.uuid4())
-    with BenchEnv(log_level="WARNING") as env:
-        drop = None
-        if args.database_url:
-            env.env["DATABASE_URL"], drop = _scratch_postgres(args.database_url)
-            ids = asyncio.run(_fill_postgres(env.env["DATABASE_URL"], owner, 200))
-        else:
-            create_tables(env.env["DATABASE_URL"])
-            ids = fill(sqlite_file(env.env["DATABASE_URL"]), owner, 200, random.Random(1))
+    with BenchEnv(log_level="WARNING", database=args.database) as env:
+        create_tables(env.env["DATABASE_URL"])
+        ids = fill_records(env.env["DATABASE_URL"], owner, 200, random.Random(1))
         os.environ.update(env.env)
         token, _ = encode_token(settings, owner, "user", "access")
         path = "/api/v1/records?limit=20" if args.path == "list" else f"/api/v1/records/{ids[0]}"
         started = time.perf_counter()
-        try:
-            cost, report = asyncio.run(
-                profile(path, [(b"authorization", f"Bearer {token}".encode())], args.requests, args.top)
-            )
-        finally:
-            if drop is not None:
-                drop()
-    print(f"{path} on {'PostgreSQL' if args.database_url else 'SQLite'}: {cost:.0f} µs of CPU per request")
+        bearer = [(b"authorization", f"Bearer {token}".encode())]
+        cost, report = asyncio.run(profile(path, bearer, args.requests, args.top))
+    print(f"{path} on {args.database}: {cost:.0f} µs of CPU per request")
     print(f"(profiled run below; {time.perf_counter() - started:.0f}s in all)\n")
     print(report)
 
