@@ -77,6 +77,11 @@ async def keep_previous(session: AsyncSession, record: Record, new_content: str,
         delta = encode_delta(record.content, new_content)
         if len(delta) < len(record.content) // 2:
             content, content_format = delta, FORMAT_DELTA
+    await _add_version(session, record, content_format, content)
+
+
+async def _add_version(session: AsyncSession, record: Record, content_format: str, content: str) -> int:
+    """Add the record's current version as its next revision (content as given); its number."""
     number = await crud.newest_revision_number(session, record.owner_id, record.id) + 1
     session.add(
         _revision(
@@ -91,6 +96,7 @@ async def keep_previous(session: AsyncSession, record: Record, new_content: str,
             device=record.device,
         )
     )
+    return number
 
 
 async def keep_state(session: AsyncSession, record: Record) -> int:
@@ -99,20 +105,7 @@ async def keep_state(session: AsyncSession, record: Record) -> int:
     newest = await crud.newest_states(session, record.owner_id, record.id, 1)
     if newest and newest[0].version == record.version:
         return int(newest[0].revision)
-    number = await crud.newest_revision_number(session, record.owner_id, record.id) + 1
-    session.add(
-        _revision(
-            record,
-            number,
-            state_of(record),
-            kind=KIND_VERSION,
-            version=record.version,
-            from_version=record.text_version or record.version,
-            content_format=FORMAT_FULL,
-            content=record.content,
-            device=record.device,
-        )
-    )
+    number = await _add_version(session, record, FORMAT_FULL, record.content)
     await session.flush()
     return number
 
