@@ -417,6 +417,9 @@ def test_the_ask_view_speaks_simplified_chinese(browser: Any, web_url: str) -> N
         assert page.locator("#ask-send").inner_text() == "提问"
         page.locator("#index-status", has_text="还没有可以提问的记录。").wait_for()
         shot(page, "16-ask-zh-phone")
+        page.click("#tabs a[data-view=records]")
+        page.fill("#search", "nothing-like-this")
+        sync_api.expect(page.locator("#records-empty")).to_have_text("没有匹配的记录。")
     finally:
         ctx.close()
 
@@ -576,3 +579,46 @@ def test_a_long_record_fits_the_phone_and_the_desktop(context: Any, web_url: str
         shot(public, f"24-long-record-public-{name}")
         assert fits_the_window(public), f"the public page overflows the {name}"
         public.close()
+
+
+MARKDOWN_NOTE = "# Heading\n\nSome **bold** words\n\n- [ ] buy milk\n- [x] call mum\n"
+MARKDOWN_NOTE_TEXT = "Heading Some bold words buy milk call mum"
+
+
+def test_excerpts_task_lists_no_match_and_favicon(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    missing: list[str] = []
+    context.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
+    sign_up(page, web_url)
+    record_id = create_record(page, "Markdown note", MARKDOWN_NOTE)
+    page.click("#tab-preview")
+    boxes = page.locator("#preview li input[type=checkbox]")
+    sync_api.expect(boxes).to_have_count(2)
+    assert [box.is_disabled() for box in boxes.all()] == [True, True]
+    assert [box.is_checked() for box in boxes.all()] == [False, True]
+    public_url = publish(page)
+
+    page.click("#tabs a[data-view=records]")
+    excerpt = page.locator(f"#record-list li[data-id='{record_id}'] .excerpt")
+    sync_api.expect(excerpt).to_have_text(MARKDOWN_NOTE_TEXT)  # no "#", "**" or "[ ]"
+    page.fill("#search", "nothing-like-this-" + uuid.uuid4().hex[:6])
+    sync_api.expect(page.locator("#records-empty")).to_have_text("No records match.")
+    sync_api.expect(page.locator("#record-list li")).to_have_count(0)
+    shot(page, "25-no-match")
+    page.fill("#search", "")
+    excerpt.wait_for()
+    assert page.locator("#records-empty").is_hidden()
+
+    public = context.new_page()
+    public.goto(public_url)
+    public.locator("h1.record-title").wait_for()
+    assert public.locator('meta[name="description"]').get_attribute("content") == MARKDOWN_NOTE_TEXT
+    assert public.locator("#record-body input[type=checkbox][disabled]").count() == 2
+    assert public.locator("#record-body input:not([type=checkbox])").count() == 0
+    shot(public, "26-task-list-public")
+    for each in (page, public):
+        icon = each.locator("link[rel=icon]").get_attribute("href")
+        assert icon
+        answer = each.request.get(web_url + icon)
+        assert answer.ok and answer.headers["content-type"].startswith("image/svg+xml")
+    assert missing == []

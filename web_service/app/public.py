@@ -69,7 +69,9 @@ def public_record(slug: str) -> Response:
     # Attachments the text already shows inline are not repeated in the gallery below it.
     gallery = [image_id for image_id in images if f"/api/v1/images/{image_id}/" not in content]
     root = public_root(current_app.extensions["settings"])
-    description = str(record.get("summary") or "").strip() or plain_excerpt(body_html)
+    # Plain text for link previews: a summary may hold Markdown too, so it goes through the renderer.
+    summary = str(record.get("summary") or "").strip()
+    description = plain_excerpt(render_markdown(summary) if summary else body_html)
     response = make_response(
         render_template(
             "public.html",

@@ -87,6 +87,18 @@ function debounce(fn, ms) {
 
 // ------------------------------------------------------------------ records list
 
+// Markdown reduced to its words for one-line excerpts: no heading marks, emphasis, link syntax or list bullets.
+function plainText(markdown) {
+  return markdown
+    .replace(/```[^\n]*\n?/g, " ")
+    .replace(/!\[([^\]]*)\]\([^)]*\)/g, "$1")
+    .replace(/\[([^\]]*)\]\([^)]*\)/g, "$1")
+    .replace(/^\s{0,3}(#{1,6}\s+|>\s?|[-*+]\s+(\[[ xX]\]\s+)?|\d+[.)]\s+)/gm, "")
+    .replace(/(\*\*|__|~~|\*|`)/g, "")
+    .replace(/\s+/g, " ")
+    .trim();
+}
+
 const recordsState = { q: "", mode: "keyword", tag: "", offset: 0, request: 0 };
 const RECORDS_PAGE = 50;
 
@@ -105,7 +117,7 @@ function recordItem(record) {
       ),
       record.match
         ? el("div", { class: "match-snippet", text: record.match.snippet })
-        : el("div", { class: "excerpt", text: (record.summary || record.content || "").slice(0, 160) }),
+        : el("div", { class: "excerpt", text: plainText((record.summary || record.content || "").slice(0, 400)).slice(0, 160) }),
       el("div", {}, ...(record.tags || []).map((tag) => el("span", { class: "tag", text: "#" + tag }))),
     ),
   );
@@ -126,6 +138,7 @@ async function loadRecords({ more = false } = {}) {
   else list.replaceChildren(...records.map(recordItem));
   $("#records-more").hidden = !page?.has_more;
   $("#records-empty").hidden = list.children.length > 0;
+  $("#records-empty").textContent = recordsState.q || recordsState.tag ? t("records.no_match") : t("records.empty");
   if (!more && !recordsState.q && !recordsState.tag) renderTagFilter(records);
 }
 
