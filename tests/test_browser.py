@@ -622,3 +622,57 @@ def test_excerpts_task_lists_no_match_and_favicon(context: Any, web_url: str) ->
         answer = each.request.get(web_url + icon)
         assert answer.ok and answer.headers["content-type"].startswith("image/svg+xml")
     assert missing == []
+
+
+def test_the_editor_marks_unsaved_changes_and_asks_before_leaving(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    record_id = create_record(page, "Garden plan", "Tomatoes and basil by the sunny wall, beans along the fence.")
+    editor = page.locator("#view-editor")
+    state = page.locator("#save-state")
+    sync_api.expect(editor).to_have_attribute("data-dirty", "false")
+    page.fill("#content", "Tomatoes, basil and beans by the sunny wall.")
+    sync_api.expect(editor).to_have_attribute("data-dirty", "true")
+    sync_api.expect(state).to_have_text("● Edited")
+    page.fill("#content", "Tomatoes and basil by the sunny wall, beans along the fence.")  # back as saved
+    sync_api.expect(editor).to_have_attribute("data-dirty", "false")
+    sync_api.expect(state).to_have_text("Saved")
+
+    # Suggested tags fill the field without saving: the editor says so instead of "Saved".
+    page.click("#ai-tags")
+    sync_api.expect(page.locator("#tags")).not_to_have_value("")
+    sync_api.expect(editor).to_have_attribute("data-dirty", "true")
+    sync_api.expect(state).to_have_text("● Edited")
+    shots(page, "27-unsaved-changes")
+
+    # Leaving asks first: "stay" keeps the editor and its text, the tab's close asks too, "leave" leaves.
+    answers = ["dismiss", "dismiss", "accept"]
+    dialogs: list[tuple[str, str]] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append((dialog.type, dialog.message))
+        getattr(dialog, answers[len(dialogs) - 1])()
+
+    page.on("dialog", answer)
+    tags = page.locator("#tags").input_value()
+    with page.expect_event("dialog"):
+        page.click("#tabs a[data-view=records]")
+    assert dialogs[0] == ("confirm", "You have unsaved changes. Leave without saving?")
+    assert page.url.endswith(f"#/records/{record_id}")
+    assert editor.is_visible() and page.locator("#tags").input_value() == tags
+    with page.expect_event("dialog"):
+        page.close(run_before_unload=True)
+    assert dialogs[1][0] == "beforeunload" and not page.is_closed()
+    with page.expect_event("dialog"):
+        page.click("#tabs a[data-view=records]")
+    page.locator("#view-records").wait_for(state="visible")
+    assert len(dialogs) == 3
+
+    # Saved changes leave without a question.
+    page.click(f"#record-list li[data-id='{record_id}'] a")
+    page.fill("#title", "Garden plan, spring")
+    page.click("#save")
+    sync_api.expect(state).to_have_text("Saved")
+    page.click("#tabs a[data-view=records]")
+    page.locator("#view-records").wait_for(state="visible")
+    assert len(dialogs) == 3

@@ -178,6 +178,35 @@ $("#search-mode").addEventListener(
 // ------------------------------------------------------------------ editor
 
 let current = null; // the record being edited (server copy)
+let savedFields = null; // the editor's fields as last loaded or saved (JSON), null when nothing is open
+
+const fieldsKey = () => JSON.stringify(editorFields());
+const editorDirty = () => currentView === "editor" && savedFields !== null && fieldsKey() !== savedFields;
+
+let stateBeforeEdit = { text: "", title: "" }; // the save's word the marker covers, back when the edit is undone
+
+// The editor's marker: "● Edited" while the fields differ from what was saved, else the last save's word.
+function showDirty() {
+  const dirty = editorDirty();
+  const state = $("#save-state");
+  const marked = state.textContent === t("editor.unsaved");
+  $("#view-editor").dataset.dirty = String(dirty);
+  if (dirty && !marked) {
+    stateBeforeEdit = { text: state.textContent, title: state.title };
+    state.textContent = t("editor.unsaved");
+    state.title = t("editor.unsaved_hint");
+  } else if (!dirty && marked) {
+    state.textContent = stateBeforeEdit.text;
+    state.title = stateBeforeEdit.title;
+  }
+}
+
+function markSaved(key = fieldsKey()) {
+  savedFields = key;
+  showDirty();
+}
+
+for (const field of ["#title", "#content", "#tags"]) $(field).addEventListener("input", showDirty);
 
 function fillEditor(record) {
   current = record;
@@ -189,6 +218,7 @@ function fillEditor(record) {
   $("#save-state").title = "";
   showEditorTab("edit");
   renderRecordMeta();
+  markSaved();
 }
 
 function renderRecordMeta() {
@@ -243,6 +273,7 @@ function editorFields() {
 
 async function saveRecord(extra = {}) {
   const fields = { ...editorFields(), ...extra };
+  const sentKey = fieldsKey(); // typing while the save is on its way stays "edited"
   let merged = false;
   try {
     if (!current) {
@@ -270,6 +301,7 @@ async function saveRecord(extra = {}) {
   $("#save-state").textContent = merged ? t("editor.merged") : t("editor.saved");
   $("#save-state").title = merged ? t("editor.merged_hint") : "";
   renderRecordMeta();
+  if (!merged) markSaved(sentKey);
   if (!$("#history-box").hidden) await loadHistory();
 }
 
@@ -421,6 +453,7 @@ function showConflict(record, conflict) {
   $("#conflict-hunks").replaceChildren(...conflict.hunks.map((hunk) => conflictHunk(hunk, conflict)));
   $("#conflict-box").hidden = false;
   $("#save-state").textContent = "";
+  showDirty();
   $("#conflict-box").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
@@ -468,6 +501,7 @@ $("#delete").addEventListener(
     if (!confirm(t("editor.confirm_delete"))) return;
     await api("DELETE", `/api/v1/records/${current.id}`);
     current = null;
+    savedFields = null; // nothing left to lose
     location.hash = "#/records";
   }),
 );
@@ -544,6 +578,7 @@ $("#ai-tags").addEventListener(
       const suggested = answer?.result || answer?.tags || answer?.suggestions || [];
       const merged = [...new Set([...editorFields().tags, ...suggested])];
       $("#tags").value = merged.join(", ");
+      showDirty(); // filled in, not saved yet
     } finally {
       event.target.disabled = false;
     }
@@ -967,5 +1002,20 @@ async function route() {
   }
 }
 
-window.addEventListener("hashchange", guarded(route));
+// Leaving the editor with unsaved changes asks first: in the app (the hash changes) and for the tab.
+window.addEventListener(
+  "hashchange",
+  guarded(async (event) => {
+    if (editorDirty() && !confirm(t("editor.confirm_leave"))) {
+      history.replaceState(null, "", new URL(event.oldURL).hash || "#/records"); // stay, without another hashchange
+      return;
+    }
+    await route();
+  }),
+);
+window.addEventListener("beforeunload", (event) => {
+  if (!editorDirty()) return;
+  event.preventDefault();
+  event.returnValue = "";
+});
 guarded(route)();
