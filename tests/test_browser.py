@@ -676,3 +676,46 @@ def test_the_editor_marks_unsaved_changes_and_asks_before_leaving(context: Any, 
     page.click("#tabs a[data-view=records]")
     page.locator("#view-records").wait_for(state="visible")
     assert len(dialogs) == 3
+
+
+def test_chat_retries_a_failed_reply_comes_back_and_writes_newlines(context: Any, web_url: str) -> None:
+    page = context.new_page()
+    sign_up(page, web_url)
+    page.click("#tabs a[data-view=chat]")
+    page.locator("#view-chat").wait_for(state="visible")
+
+    # Shift+Enter writes a newline; Enter alone sends.
+    page.click("#chat-input")
+    page.keyboard.type("first line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    sync_api.expect(page.locator("#chat-input")).to_have_value("first line\nsecond line")
+    assert page.locator(".message").count() == 0
+
+    # The provider cuts the reply: it says so and offers to ask again (POST .../retry).
+    page.fill("#chat-input", "Tell me a story [[cut]]")
+    page.keyboard.press("Enter")
+    retry = page.locator(".message.assistant[data-state=error] button.retry")
+    retry.wait_for()
+    page.wait_for_url(re.compile(r"#/chat/[0-9a-f-]{36}$"))
+    chat_url = page.url
+    shots(page, "28-chat-retry")
+    with page.expect_request(re.compile(r"/api/v1/chat/sessions/[0-9a-f-]{36}/retry$")) as asked:
+        retry.click()
+    assert asked.value.method == "POST"
+    page.locator(".message.assistant[data-state=error] button.retry").wait_for()  # cut again: offered again
+    assert page.locator(".message.assistant").count() == 1
+
+    # Coming back to Chat opens the last conversation, with its failed reply still retryable.
+    page.click("#tabs a[data-view=records]")
+    page.locator("#view-records").wait_for(state="visible")
+    page.click("#tabs a[data-view=chat]")
+    page.wait_for_url(chat_url)
+    sync_api.expect(page.locator(".message.user")).to_have_text("Tell me a story [[cut]]")
+    page.locator(".message.assistant button.retry").wait_for()
+    page.reload()
+    page.goto(f"{web_url}/#/chat")
+    page.wait_for_url(chat_url)
+    page.click("#new-chat")
+    page.wait_for_url(re.compile(r"#/chat$"))
+    sync_api.expect(page.locator(".message")).to_have_count(0)

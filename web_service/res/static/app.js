@@ -641,6 +641,25 @@ $("#upload-form").addEventListener(
 // ------------------------------------------------------------------ chat
 
 let chatId = null;
+// The conversation open last, so that coming back to Chat (or reloading) brings it back.
+const LAST_CHAT_KEY = `sra.last-chat.${boot.username}`;
+const lastChat = {
+  get: () => {
+    try {
+      return localStorage.getItem(LAST_CHAT_KEY);
+    } catch {
+      return null;
+    }
+  },
+  set: (id) => {
+    try {
+      if (id) localStorage.setItem(LAST_CHAT_KEY, id);
+      else localStorage.removeItem(LAST_CHAT_KEY);
+    } catch {
+      // storage off (private mode): Chat starts empty instead
+    }
+  },
+};
 
 async function loadChatSessions() {
   const sessions = items(await api("GET", "/api/v1/chat/sessions"));
@@ -657,6 +676,7 @@ async function loadChatSessions() {
           onclick: guarded(async () => {
             if (!confirm(t("chat.confirm_delete"))) return;
             await api("DELETE", `/api/v1/chat/sessions/${s.id}`);
+            if (s.id === lastChat.get()) lastChat.set(null);
             if (s.id === chatId) location.hash = "#/chat";
             else await loadChatSessions();
           }),
@@ -674,8 +694,22 @@ function chatMessage(role, text) {
   return node;
 }
 
-async function openChat(id) {
+async function openChat(id, { resume = false } = {}) {
+  if (!id && resume) {
+    const last = lastChat.get();
+    if (last) {
+      history.replaceState(null, "", `#/chat/${last}`);
+      try {
+        return await openChat(last);
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status !== 404) throw error;
+        lastChat.set(null); // deleted or expired meanwhile
+        history.replaceState(null, "", "#/chat");
+      }
+    }
+  }
   chatId = id;
+  if (id) lastChat.set(id);
   await loadChatSessions();
   $("#chat-log").replaceChildren();
   if (!id) {
@@ -684,6 +718,50 @@ async function openChat(id) {
   }
   const session = await api("GET", `/api/v1/chat/sessions/${id}`);
   for (const message of session.messages || []) chatMessage(message.role, message.content);
+  const last = (session.messages || []).at(-1);
+  if (last && (last.role === "user" || last.incomplete)) {
+    const node = last.role === "user" ? chatMessage("assistant", "") : $("#chat-log").lastElementChild;
+    failedReply(node, t("chat.reply_missing"));
+  }
+}
+
+// A reply that failed or was cut: its error and a button asking for it again (POST .../retry).
+function failedReply(reply, message) {
+  reply.classList.add("error");
+  reply.dataset.state = "error";
+  if (message) reply.textContent += (reply.textContent ? "\n" : "") + message;
+  reply.append(
+    el("button", {
+      class: "retry",
+      text: t("chat.retry"),
+      onclick: guarded(async (event) => {
+        event.currentTarget.remove();
+        reply.replaceChildren();
+        reply.classList.remove("error");
+        await streamReply(reply, `/api/v1/chat/sessions/${chatId}/retry`, { stream: true });
+      }),
+    }),
+  );
+}
+
+// Streams a reply into `reply` (an assistant message node) from `path`.
+async function streamReply(reply, path, body) {
+  reply.dataset.state = "streaming";
+  let failure = null;
+  try {
+    await postEvents(path, body, (name, payload) => {
+      if (name === "delta") reply.textContent += payload.content || "";
+      else if (name === "done") reply.dataset.state = "done";
+      else if (name === "error") failure = errorText(payload);
+      $("#chat-log").scrollTop = $("#chat-log").scrollHeight;
+    });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401) throw error;
+    failure = error.message;
+  }
+  if (failure === null && reply.dataset.state !== "done") failure = t("error.generic"); // the stream was cut
+  if (failure !== null) failedReply(reply, failure);
+  await loadChatSessions(); // a first message's conversation is listed even when its reply failed
 }
 
 // Reads a text/event-stream body and calls onEvent(name, data) per event.
@@ -736,28 +814,8 @@ async function sendChat(text) {
     $("#chat-log").replaceChildren();
   }
   chatMessage("user", text);
-  const reply = chatMessage("assistant", "");
-  reply.dataset.state = "streaming";
-  try {
-    await postEvents(`/api/v1/chat/sessions/${chatId}/messages`, { content: text, stream: true }, (name, payload) => {
-      if (name === "delta") reply.textContent += payload.content || "";
-      else if (name === "done") reply.dataset.state = "done";
-      else if (name === "error") {
-        reply.classList.add("error");
-        reply.dataset.state = "error";
-        reply.textContent += (reply.textContent ? "\n" : "") + errorText(payload);
-      }
-      $("#chat-log").scrollTop = $("#chat-log").scrollHeight;
-    });
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.status === 401) throw error;
-    reply.classList.add("error");
-    reply.dataset.state = "error";
-    reply.textContent = error.message;
-    return;
-  }
-  if (reply.dataset.state === "streaming") reply.dataset.state = "done";
-  await loadChatSessions();
+  lastChat.set(chatId);
+  await streamReply(chatMessage("assistant", ""), `/api/v1/chat/sessions/${chatId}/messages`, { content: text, stream: true });
 }
 
 $("#chat-form").addEventListener(
@@ -777,8 +835,9 @@ $("#chat-form").addEventListener(
 );
 submitOnEnter($("#chat-input"), $("#chat-form"));
 $("#new-chat").addEventListener("click", () => {
-  location.hash = "#/chat";
-  openChat(null).catch(flash);
+  lastChat.set(null);
+  if (location.hash !== "#/chat") location.hash = "#/chat"; // the router opens an empty chat
+  else openChat(null).catch(flash);
 });
 
 // ------------------------------------------------------------------ ask my records
@@ -989,7 +1048,7 @@ async function route() {
     await loadImages();
   } else if (section === "chat") {
     show("chat");
-    await openChat(id || null);
+    await openChat(id || null, { resume: true });
   } else if (section === "ask") {
     show("ask");
     await loadIndexStatus();
