@@ -719,3 +719,27 @@ def test_chat_retries_a_failed_reply_comes_back_and_writes_newlines(context: Any
     page.click("#new-chat")
     page.wait_for_url(re.compile(r"#/chat$"))
     sync_api.expect(page.locator(".message")).to_have_count(0)
+
+
+def test_errors_are_told_in_the_ui_language_and_the_form_knows_the_username_rule(browser: Any, web_url: str) -> None:
+    ctx = open_context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{web_url}/register")
+        username = page.locator("input[name=username]")
+        assert username.get_attribute("pattern") == "[A-Za-z0-9_.\\-]{3,32}"
+        username.fill("no spaces!")
+        assert username.evaluate("input => input.validity.patternMismatch")
+        username.fill("fine_name.1")
+        assert not username.evaluate("input => input.validity.patternMismatch")
+
+        sign_up(page, web_url)
+        page.click("#new-record")
+        page.locator("#view-editor").wait_for(state="visible")
+        page.click("#save")  # neither title nor content: 422 validation_error
+        flash = page.locator("#flash")
+        sync_api.expect(flash).to_have_text("输入的内容有误，请检查后再试。")
+        assert not re.search(r"[A-Za-z]", flash.inner_text()), "English server text reached the zh-CN UI"
+        shot(page, "29-zh-validation-error")
+    finally:
+        ctx.close()

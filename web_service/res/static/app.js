@@ -21,9 +21,23 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// The text shown for an error body (an HTTP answer's, or an SSE `error` event's data).
+// The text shown for an error body (an HTTP answer's, or an SSE `error` event's data): validation
+// errors name the field in the UI's words, never the schema's text; other errors keep the server's
+// sentence in English and say what the code means in Chinese (the server speaks English only).
+const known = (key) => Object.prototype.hasOwnProperty.call(boot.i18n, key);
+
+function validationText(detail) {
+  const fields = (Array.isArray(detail) ? detail : []).map((item) => item?.loc?.at?.(-1)).filter((f) => typeof f === "string");
+  const field = fields.find((name) => known(`field.${name}`));
+  return field ? t("error.field_invalid", { field: t(`field.${field}`) }) : t("error.code.validation_error");
+}
+
 function errorText(body, status) {
+  const code = body?.code;
+  if (code === "validation_error") return validationText(body.detail);
+  if (boot.lang !== "en" && code && known(`error.code.${code}`)) return t(`error.code.${code}`);
   if (typeof body?.detail === "string") return body.detail;
+  if (code && known(`error.code.${code}`)) return t(`error.code.${code}`);
   return status ? `${t("error.generic")} (${status})` : t("error.generic");
 }
 
