@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from tests.auth import bearer
+from web_service.app.markdown_render import plain_excerpt, render_markdown
 from web_service.tests.web_user import PASSWORD, WebUser
 
 pytestmark = pytest.mark.e2e
@@ -162,7 +163,9 @@ def test_records_publish_and_public_page_through_web(user: WebUser, suite: Any) 
     assert "<h1>Tomatoes</h1>" in page.text and "<strong>ripe</strong>" in page.text
     assert '<meta property="og:title" content="Garden diary">' in page.text
     description = re.search(r'<meta property="og:description" content="([^"]*)">', page.text)
-    assert description and html.unescape(description.group(1)) == summary_text.strip()
+    # the summary as plain text: its Markdown rendered and the tags dropped (no "**" in a preview)
+    expected = plain_excerpt(render_markdown(summary_text))
+    assert description and html.unescape(description.group(1)) == expected and "**" not in expected
     assert user.api("DELETE", f"/api/v1/records/{record['id']}/publish").status_code in (200, 204)
     gone = httpx.get(f"{suite.url('web_service')}/p/{slug}")
     assert gone.status_code == 404 and "no longer published" in gone.text

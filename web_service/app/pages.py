@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request
 
 from common.errors import AppError, BadRequest, NotAuthenticated
-from web_service.app import auth
+from web_service.app import auth, i18n
 from web_service.app.i18n import LANG_COOKIE, LANGUAGES, normalise_language
 from web_service.app.markdown_render import render_markdown
 
@@ -41,15 +41,22 @@ def _unsafe_char(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch).startswith(("C", "Z"))
 
 
-def _readable(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI's validation list
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                field = ".".join(str(p) for p in item.get("loc", [])[1:]) or "input"
-                parts.append(f"{field}: {item.get('msg', 'invalid')}")
-        return "; ".join(parts) or "Invalid input"
-    return str(detail)
+def _readable(exc: AppError) -> str:
+    """The error in the page's language: the field a validation error names ("Username is not
+    valid"), else the sentence for its code; the API's own (English) detail only when neither
+    has a translation."""
+    lang = i18n.current_language()
+    if isinstance(exc.detail, list):  # FastAPI's validation list
+        for item in exc.detail:
+            loc = item.get("loc", []) if isinstance(item, dict) else []
+            key = f"field.{loc[-1]}" if loc else ""
+            if key and i18n.translate(lang, key) != key:
+                return i18n.translate(lang, "error.field_invalid", field=i18n.translate(lang, key))
+    key = "error.account_taken" if exc.code == "conflict" else f"error.code.{exc.code}"
+    text = i18n.translate(lang, key)
+    if text != key:
+        return text
+    return str(exc.detail) if not isinstance(exc.detail, list) else i18n.translate(lang, "error.generic")
 
 
 def _form_page(template: str, status: int = 200, **context: Any) -> Response:
@@ -120,7 +127,7 @@ def register_submit() -> Response:
     except AppError as exc:
         if exc.status_code >= 500:
             raise
-        return _form_page("register.html", exc.status_code, error=_readable(exc.detail), username=username)
+        return _form_page("register.html", exc.status_code, error=_readable(exc), username=username)
     return redirect("/", code=303)
 
 

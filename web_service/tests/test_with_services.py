@@ -199,3 +199,25 @@ def test_dot_segments_are_never_forwarded_from_the_browser(web_app: Flask, servi
     response = client.get(path)
     assert response.status_code == 404
     assert response.get_json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("lang", "bad_name", "taken"),
+    [
+        ("zh-CN", "用户名格式不正确", "该用户名或邮箱已被使用。"),
+        ("en", "Username", "This username or email is already taken."),
+    ],
+)
+def test_the_sign_up_page_tells_its_errors_in_the_pages_language(
+    web_app: Flask, services: dict[str, str], lang: str, bad_name: str, taken: str
+) -> None:
+    client = web_app.test_client()
+    client.set_cookie("lang", lang)
+    token = csrf_from(client.get("/register").get_data(as_text=True))
+    refused = client.post("/register", data={"username": "no spaces!", "password": PASSWORD, "csrf_token": token})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and bad_name in page
+    assert "String should match pattern" not in page  # never pydantic's own sentence
+    existing = new_account(services)
+    again = client.post("/register", data={"username": existing, "password": PASSWORD, "csrf_token": token})
+    assert again.status_code == 409 and taken in again.get_data(as_text=True)
