@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import DateTime, String, event, text
+from sqlalchemy import DateTime, String, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
@@ -69,6 +69,13 @@ async def write_scope(session: AsyncSession) -> AsyncIterator[AsyncSession]:
         yield session
     finally:
         await session.rollback()
+
+
+def unindexed(column: Any) -> Any:
+    """``column`` as an expression no index serves (valid on SQLite and PostgreSQL): a lookup of a
+    few ids keeps its owner in the WHERE clause this way, and SQLite's planner takes the primary
+    key instead of scanning every row of the owner (measured: 12–25 ms at 10,000 rows, vs < 1 ms)."""
+    return func.coalesce(column, "")
 
 
 def new_uuid() -> str:

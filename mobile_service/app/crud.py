@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 from sqlalchemy.sql.elements import ColumnElement
 
-from common.database import Database, end_read
+from common.database import Database, end_read, unindexed
 from common.models.record import (
     PG_SEARCH_VECTOR,
     SEARCH_DOCID_SPAN,
@@ -192,13 +192,12 @@ async def replace_tags(session: AsyncSession, record: Record) -> None:
 def _filters(filters: ListFilters, *, owner_unindexed: bool = False, by_ids: bool = False) -> list[ColumnElement[bool]]:
     # ``+column`` keeps SQLite from driving a full-text query by the owner index: it would then
     # run the MATCH once per row of the owner (measured: a minute at 100,000 records, vs ms).
-    # ``by_ids``: a lookup of a few ids, by primary key rather than by scanning the owner's rows
-    # (coalesce hides the owner index from SQLite's planner and is valid on PostgreSQL too).
+    # ``by_ids``: a lookup of a few ids, by primary key rather than by scanning the owner's rows.
     owner: Any = Record.owner_id
     if owner_unindexed:
         owner = literal_column("+records.owner_id")
     elif by_ids:
-        owner = func.coalesce(Record.owner_id, "")
+        owner = unindexed(Record.owner_id)
     where: list[ColumnElement[bool]] = [owner == filters.owner_id, Record.deleted_at.is_(None)]
     if filters.pinned is not None:
         where.append(Record.pinned.is_(filters.pinned))
