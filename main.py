@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -92,6 +93,13 @@ class Child:
     restarts: list[float] = field(default_factory=list)
     next_start: float = 0.0
     gave_up: bool = False
+    waiting_for_port: bool = False
+
+    def address(self) -> tuple[str, int]:
+        """The host and port the child serves on (from its URL)."""
+        parts = urlsplit(self.url)
+        assert parts.hostname is not None and parts.port is not None, self.url
+        return parts.hostname, parts.port
 
     def start(self) -> None:
         self.proc = popen_child(self.argv, self.env)
@@ -386,10 +394,35 @@ class Launcher:
             child.next_start = now + delay
             say(f"{child.name} exited with code {code}; restarting in {delay:.1f}s")
         elif now >= child.next_start:
+            if not self._port_free_for_restart(child):
+                return  # not started, so not counted as a crash: a start would only fail to bind
             child.next_start = 0.0
             child.restarts.append(now)
             child.start()
             say(f"{child.name} restarted (pid {child.proc.pid})")
+
+    def _port_free_for_restart(self, child: Child) -> bool:
+        """Whether the child's port can be bound; says so once when it cannot, and when it can again.
+
+        The port is the configured one (``<SERVICE>_PORT``): never moved behind the user's back."""
+        host, port = child.address()
+        if not port_is_free(host, port):
+            if not child.waiting_for_port:
+                child.waiting_for_port = True
+                hint = (
+                    f" (or set {child.name.upper()}_PORT and start the launcher again)"
+                    if child.name in SERVICE_PORTS
+                    else ""
+                )
+                say(
+                    f"cannot restart {child.name}: port {port} on {host} is in use by another process; "
+                    f"restarting it once the port is free{hint}"
+                )
+            return False
+        if child.waiting_for_port:
+            child.waiting_for_port = False
+            say(f"port {port} on {host} is free again; restarting {child.name}")
+        return True
 
     def shutdown(self) -> None:
         self.stopping.set()

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,6 +25,13 @@ from common.config import REPO_ROOT
 
 PR_SET_PDEATHSIG = 1
 PROC = Path("/proc")
+
+# Port choice (``free_port``): the kernel's ephemeral range, and where picked ports start (above the
+# suite's default ports, Redis's and the usual development servers').
+EPHEMERAL_RANGE_FILE = PROC / "sys" / "net" / "ipv4" / "ip_local_port_range"
+FALLBACK_EPHEMERAL_RANGE = (32768, 65535)
+PICKED_PORTS_FROM = 10000
+_random = random.SystemRandom()  # not the `random` module's state: tests may seed it
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -152,8 +160,32 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports (first, last) the kernel gives a socket that connects or binds without one.
+
+    Linux's ``ip_local_port_range``; elsewhere 32768-65535, which covers Linux's default and the
+    IANA range 49152-65535 that macOS and Windows use."""
+    try:
+        first, last = (int(field) for field in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return FALLBACK_EPHEMERAL_RANGE
+    return first, last
+
+
 def free_port() -> int:
-    """A port the OS reports free on 127.0.0.1 right now."""
+    """A port a server could bind on 127.0.0.1 now, chosen outside the ephemeral range.
+
+    A port the kernel picks (bind to port 0) lies in the ephemeral range: any outgoing connection
+    on the machine may get it as its local port between the choice and a server binding it, or
+    while a server restarts on it, and the server's bind then fails. Outside that range only an
+    explicit bind takes a port. Chosen at random, so that concurrent test runs rarely try the same
+    one; the kernel's pick only when the ephemeral range leaves no port from ``PICKED_PORTS_FROM``."""
+    first, last = ephemeral_port_range()
+    outside = [*range(PICKED_PORTS_FROM, min(first, 65536)), *range(max(last + 1, PICKED_PORTS_FROM), 65536)]
+    for _ in range(min(len(outside), 100)):
+        port = _random.choice(outside)
+        if port_is_free("127.0.0.1", port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

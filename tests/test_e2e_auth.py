@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from common.processes import port_is_free, process_group_members, service_healthy
+from common.processes import ephemeral_port_range, port_is_free, process_group_members, service_healthy
 from tests.accounts import assert_logout_revokes_the_token_at_mobile_service
 from tests.fixtures.launcher import Suite
 from tests.waiting import wait_until
@@ -54,6 +54,11 @@ def test_a_token_from_user_service_works_at_mobile_service_until_logout(suite: S
 
 def test_killed_children_are_restarted_and_healthy_again(suite: Suite) -> None:
     # web_service is a gunicorn master with workers: the hardest child to restart cleanly.
+    # Ports outside the ephemeral range: no client socket can take one while its service is down.
+    first, last = ephemeral_port_range()
+    for name in SERVICES:
+        port = int(suite.url(name).rsplit(":", 1)[1])
+        assert not first <= port <= last, f"{name}'s port {port} is in the ephemeral range {first}-{last}"
     old = {name: suite.pid_of(name) for name in ("user_service", "web_service")}
     old_web_group = process_group_members(old["web_service"])
     assert len(old_web_group) >= 2, "gunicorn master and at least one worker"

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -289,3 +290,41 @@ def test_the_ready_table_never_shows_the_redis_password(launch_suite: Callable[.
         assert_nothing_left(suite)
     finally:
         stop_process(redis, grace=3.0)
+
+
+def test_a_restart_waits_while_another_process_holds_the_port_instead_of_crash_looping(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import main as launcher_main
+
+    settings = launcher_main.LauncherSettings(launcher_backoff_seconds=0.0, launcher_max_restarts=1)
+    launcher = launcher_main.Launcher(["image_service"], settings)
+    with socket.socket() as server, socket.socket() as client:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client.connect(server.getsockname())  # the kernel gives it a local port, as any client gets
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT
+        port = client.getsockname()[1]
+        child = launcher_main.Child(
+            name="image_service",
+            argv=[sys.executable, "-c", "pass"],
+            env=dict(os.environ),
+            url=f"http://127.0.0.1:{port}",
+            colour="",
+        )
+        child.start()
+        first = child.proc
+        assert first is not None and first.wait(timeout=60) == 0
+        launcher._check(child)  # it exited: a restart is due at once (no backoff)
+        for _ in range(3):
+            launcher._check(child)
+        assert child.proc is first, "not started while its port is taken: it could only fail to bind"
+        assert child.restarts == [] and not child.gave_up
+    launcher._check(child)  # the port is free again: restarted, on the port it was configured with
+    assert child.proc is not first and child.restarts and child.url == f"http://127.0.0.1:{port}"
+    assert child.proc is not None and child.proc.wait(timeout=60) == 0
+    out = capsys.readouterr().out
+    message = f"cannot restart image_service: port {port} on 127.0.0.1 is in use by another process"
+    assert out.count(message) == 1, out
+    assert "(or set IMAGE_SERVICE_PORT and start the launcher again)" in out
+    assert f"port {port} on 127.0.0.1 is free again; restarting image_service" in out
