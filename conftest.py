@@ -8,9 +8,11 @@
   server per test module, dropped afterwards, so concurrent runs never collide.
 - ``make_settings`` builds a service's settings for in-process apps; ``issue_token`` mints real
   tokens with ``common.security``; ``launch_suite`` runs ``python main.py`` on free ports.
+- ``s3_server``: moto's S3 server on loopback; ``TEST_IMAGE_STORAGE=s3`` runs image_service's
+  tests on it instead of local disk.
 
 Each lives in a module of ``tests/fixtures/``, loaded here; helpers tests share are modules of
-``tests/`` (``auth``, ``accounts``, ``sse``, ``waiting``, ``redis_server``, ``fuzz_support``).
+``tests/`` (``auth``, ``accounts``, ``sse``, ``waiting``, ``redis_server``, ``s3_server``, ``fuzz_support``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.databases",
     "tests.fixtures.settings",
     "tests.fixtures.launcher",
+    "tests.fixtures.s3",
 ]
 
 

@@ -31,8 +31,10 @@ SERVICE = "image_service"
 
 async def _open_images(state: ImageState) -> None:
     settings: ImageSettings = state["settings"]  # type: ignore[assignment]
+    storage = build_storage(settings)
+    await storage.open()
     state["images"] = ImageContext(
-        storage=build_storage(settings.image_storage_dir),
+        storage=storage,
         settings=settings,
         decoder=DecodePool(settings.image_decode_workers, settings.image_decode_per_user),
     )
@@ -56,6 +58,7 @@ async def _close_images(state: ImageState) -> None:
     images = state.get("images")
     if images is not None:
         images.decoder.close()
+        await images.storage.close()
 
 
 async def _storage_ready(state: ImageState) -> None:

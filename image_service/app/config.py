@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
 from common.config import REPO_ROOT, Settings
 
 # Room for the multipart boundaries, part headers and the small ``record_id`` field.
@@ -21,7 +25,23 @@ def image_limit_detail(max_bytes: int) -> str:
 class ImageSettings(Settings):
     """image_service keys on top of the shared ones (docs/api.md §2, §8)."""
 
+    # Where image bytes live (docs/api.md §8 "Storage"): this directory, or an S3-compatible
+    # bucket. With s3 the directory only holds the scratch files of uploads in progress.
+    image_storage: Literal["local", "s3"] = "local"
     image_storage_dir: str = str(REPO_ROOT / "data" / "images")
+    s3_endpoint_url: str | None = None  # unset: AWS S3 itself (the region's endpoint)
+    s3_bucket: str = "smart-record-images"
+    s3_access_key_id: str | None = None  # unset: botocore's own chain (AWS_* variables, instance role)
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    # unset: "path" with S3_ENDPOINT_URL (MinIO, Ceph, moto), botocore's "auto" without (AWS)
+    s3_addressing_style: Literal["auto", "path", "virtual"] | None = None
+    # Stored files larger than one part go up as a multipart upload, one part in memory at a time.
+    s3_part_bytes: int = Field(default=8 * MB, ge=5 * MB)  # S3 refuses smaller parts (but the last)
+    s3_connect_timeout_seconds: float = 2.0
+    s3_read_timeout_seconds: float = 30.0
+    s3_max_attempts: int = Field(default=3, ge=1)  # per call, botocore's "standard" retries
+    s3_max_connections: int = Field(default=20, ge=1)
     image_max_bytes: int = 10 * 1024 * 1024
     # Decoded size cap (width × height): refuses decompression bombs before any pixel is decoded.
     image_max_pixels: int = 40_000_000
@@ -51,6 +71,14 @@ class ImageSettings(Settings):
     generation_worker_id: str | None = None  # default: "<hostname>:<port>"
     generation_workers_enabled: bool = True
     generation_max_open_per_user: int = 10  # unfinished tasks one user may have queued (else 429)
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> ImageSettings:
+        if self.image_storage == "s3" and not self.s3_bucket.strip():
+            raise ValueError("IMAGE_STORAGE=s3 needs S3_BUCKET")
+        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("S3_ENDPOINT_URL must be an http:// or https:// URL")
+        return self
 
     @property
     def upload_body_bytes(self) -> int:

@@ -28,7 +28,7 @@ from image_service.app.processing import (
     clean_image,
     make_thumbnail,
 )
-from image_service.app.storage import ImageStorage, new_key
+from image_service.app.storage import STORE_ERRORS, ImageStorage, new_key
 from image_service.app.uploads import ReceivedUpload
 
 logger = logging.getLogger(__name__)
@@ -189,10 +189,10 @@ async def delete_image(session: AsyncSession, storage: ImageStorage, owner_id: s
     for key in keys:
         try:
             await storage.delete(key)
-        except OSError:  # the row is gone; an orphan file is logged, not fatal
-            logger.warning("could not delete stored file %s", key, exc_info=True)
+        except STORE_ERRORS:  # the row is gone; an orphan object is logged, not fatal
+            logger.warning("could not delete stored object %s", key, exc_info=True)
 
 
 async def discard_stored(storage: ImageStorage, key: str) -> None:
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(*STORE_ERRORS):
         await storage.delete(key)

@@ -35,6 +35,7 @@ from image_service.app import crud
 from image_service.app.config import ImageSettings
 from image_service.app.images import ImageContext, discard_stored, store_generated
 from image_service.app.provider import ImageProvider, ProviderError
+from image_service.app.storage import StoreFailed, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,15 @@ class TaskRun:
                 logger.info("result %s/%d attempt %d failed: %s; retrying", self.task_id, index, attempt, exc)
                 backoff = self.settings.generation_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(min(max(backoff, exc.retry_after), MAX_RETRY_WAIT_SECONDS))
+                attempt += 1
+            except (StoreUnavailable, StoreFailed) as exc:  # the store is down: worth another attempt
+                if attempt >= max_attempts:
+                    await self._fail_result(index, f"{exc.detail} (attempt {attempt} of {max_attempts})")
+                    return
+                logger.info(
+                    "result %s/%d attempt %d not stored: %s; retrying", self.task_id, index, attempt, exc.detail
+                )
+                await asyncio.sleep(self.settings.generation_backoff_seconds * 2 ** (attempt - 1))
                 attempt += 1
             except AppError as exc:  # the provider's bytes are not an acceptable image
                 await self._fail_result(index, str(exc.detail))

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,8 @@ from common.models.record import Record
 from image_service.app.config import ImageSettings
 from image_service.main import build_app
 from tests.auth import bearer
+from tests.fixtures.s3 import image_storage_under_test
+from tests.s3_server import S3Server
 
 FINAL_STATUSES = {"succeeded", "partial", "failed", "cancelled"}
 
@@ -43,6 +47,27 @@ def png_bytes(size: tuple[int, int] = (800, 600), colour: tuple[int, int, int] =
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def stored_objects(client: TestClient) -> dict[str, str]:
+    """What the app's store holds, as an operator would list it: key → a stamp that changes when
+    the object is written again (the file's mtime on disk; the bucket's LastModified and ETag)."""
+    settings = client.app_state["settings"]  # type: ignore[attr-defined]
+    if settings.image_storage == "s3":
+        bucket = S3Server.client_for(settings)
+        pages = bucket.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket)
+        return {o["Key"]: f"{o['LastModified']}{o['ETag']}" for page in pages for o in page.get("Contents", [])}
+    root = Path(settings.image_storage_dir)
+    return {
+        p.relative_to(root).as_posix(): str(p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and ".tmp" not in p.relative_to(root).parts
+    }
+
+
+def scratch_files(client: TestClient) -> list[Path]:
+    """Scratch files of uploads in progress (local on both backends); none once requests end."""
+    return sorted((Path(client.app_state["settings"].image_storage_dir) / ".tmp").glob("*"))  # type: ignore[attr-defined]
 
 
 def auth(token: str) -> dict[str, str]:
@@ -95,10 +120,18 @@ def wait_for_task(client: Any, token: str, task_id: str, timeout: float = 60.0) 
 
 @pytest.fixture(scope="module")
 def image_app_factory(
-    make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+    make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Callable[..., Any]:
+    """In-process image_service apps on local disk, or with ``TEST_IMAGE_STORAGE=s3`` on the run's
+    S3 server: there, apps that share a storage directory (replicas) share a bucket, and each
+    other app has a bucket of its own, as each has a directory of its own on disk."""
+    s3_server = request.getfixturevalue("s3_server") if image_storage_under_test() == "s3" else None
+
     def _build(**overrides: Any) -> Any:
         values = {"image_storage_dir": str(tmp_path_factory.mktemp("images")), **overrides}
+        if s3_server is not None:
+            bucket = "test-" + hashlib.sha256(values["image_storage_dir"].encode()).hexdigest()[:20]
+            values = {**s3_server.settings(bucket), **values}
         return build_app(make_settings(ImageSettings, "image_service", **values), configure_logging=False)
 
     return _build

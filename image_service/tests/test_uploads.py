@@ -14,13 +14,16 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
 from image_service.app.config import image_limit_detail
-from image_service.tests.conftest import add_record, auth, jpeg_with_gps, png_bytes, upload
+from image_service.tests.conftest import (
+    add_record,
+    auth,
+    jpeg_with_gps,
+    png_bytes,
+    scratch_files,
+    stored_objects,
+    upload,
+)
 from tests.auth import bearer
-
-
-def stored_files(client: TestClient) -> list[Path]:
-    root = Path(client.app_state["settings"].image_storage_dir)  # type: ignore[attr-defined]
-    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def test_jpeg_upload_is_upright_and_has_no_location(client: TestClient, issue_token: Callable[..., str]) -> None:
@@ -60,11 +63,11 @@ def test_thumbnail_is_a_smaller_valid_image_made_once(client: TestClient, issue_
     thumb.load()
     assert max(thumb.size) == 320 and thumb.size == (320, 240)
     assert len(first.content) < body["size"]
-    thumb_files = [p for p in stored_files(client) if p.parent.parent.name == "thumbnails"]
-    made = {p: p.stat().st_mtime_ns for p in thumb_files}
+    thumbnail = f"thumbnails/{body['id'][:2]}/{body['id']}.webp"
+    made = stored_objects(client)[thumbnail]
     second = client.get(body["thumbnail_url"], headers=auth(token))
     assert second.content == first.content
-    assert {p: p.stat().st_mtime_ns for p in thumb_files} == made  # served from the cached file
+    assert stored_objects(client)[thumbnail] == made  # served from the stored thumbnail, not made again
 
 
 def test_etag_revalidation_answers_304(client: TestClient, issue_token: Callable[..., str]) -> None:
@@ -222,7 +225,8 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing_behind(
         "/api/v1/images", headers=auth(token), files={"file": ("big.jpg", b"\xff" * 300_000, "image/jpeg")}
     )
     assert declared.status_code == 413 and declared.json()["detail"] == "Images are limited to 97.7 KB"
-    assert stored_files(small_limit_client) == []
+    assert stored_objects(small_limit_client) == {}
+    assert scratch_files(small_limit_client) == []
     assert small_limit_client.get("/api/v1/images", headers=auth(token)).json()["total_count"] == 0
 
 
@@ -303,21 +307,21 @@ def test_delete_removes_the_file_and_its_thumbnail(client: TestClient, issue_tok
     token = issue_token()
     body = upload(client, token, png_bytes((50, 50), (7, 7, 7)), "gone.png").json()
     client.get(body["thumbnail_url"], headers=auth(token))
-    mine = [p for p in stored_files(client) if p.stem == body["id"]]
-    assert {p.parent.parent.name for p in mine} == {"originals", "thumbnails"}
+    mine = {key for key in stored_objects(client) if body["id"] in key}
+    assert mine == {f"originals/{body['id'][:2]}/{body['id']}.png", f"thumbnails/{body['id'][:2]}/{body['id']}.webp"}
     assert client.delete(f"/api/v1/images/{body['id']}", headers=auth(token)).status_code == 204
-    assert all(not p.exists() for p in mine)
+    assert not mine & set(stored_objects(client))
     assert client.get(body["url"], headers=auth(token)).status_code == 404
     assert client.delete(f"/api/v1/images/{body['id']}", headers=auth(token)).status_code == 404
 
 
 def test_client_file_names_never_reach_the_filesystem(client: TestClient, issue_token: Callable[..., str]) -> None:
     token = issue_token()
-    before = set(stored_files(client))
+    before = set(stored_objects(client))
     response = upload(client, token, png_bytes((13, 17), (4, 4, 4)), "../../../escape.png")
     assert response.status_code == 201
-    new_files = set(stored_files(client)) - before
-    assert [p.name for p in new_files] == [f"{response.json()['id']}.png"]
+    image_id = response.json()["id"]
+    assert set(stored_objects(client)) - before == {f"originals/{image_id[:2]}/{image_id}.png"}
     root = Path(client.app_state["settings"].image_storage_dir)  # type: ignore[attr-defined]
     assert not list(root.parent.rglob("escape.png"))
 
