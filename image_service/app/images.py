@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from image_service.app.processing import (
 )
 from image_service.app.storage import STORE_ERRORS, ImageStorage, new_key
 from image_service.app.uploads import ReceivedUpload
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +179,14 @@ async def _copy_to_local(storage: ImageStorage, key: str, target: Path) -> None:
 
 
 async def delete_image(session: AsyncSession, storage: ImageStorage, owner_id: str, image_id: str) -> None:
+    """The bytes go first: a store that cannot delete them (503/502) leaves the image as it was,
+    to be deleted again, rather than a row gone and its bytes kept where no one sees them."""
     image = await owned_image(session, owner_id, image_id)
-    keys = (image.storage_key, thumbnail_key(image))
+    await session.commit()  # no transaction held while the store works
+    for key in (image.storage_key, thumbnail_key(image)):
+        await storage.delete(key)
     await session.delete(image)
     await session.commit()
-    for key in keys:
-        try:
-            await storage.delete(key)
-        except STORE_ERRORS:  # the row is gone; an orphan object is logged, not fatal
-            logger.warning("could not delete stored object %s", key, exc_info=True)
 
 
 async def discard_stored(storage: ImageStorage, key: str) -> None:

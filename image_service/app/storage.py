@@ -125,7 +125,7 @@ class LocalDiskStorage:
     async def close(self) -> None:
         return None
 
-    def keys(self) -> Iterator[str]:
+    def stored_keys(self) -> Iterator[str]:
         """Every stored key (``migrate_storage`` copies them to a bucket)."""
         for path in sorted(self.root.rglob("*")):
             key = path.relative_to(self.root).as_posix()
