@@ -1,7 +1,9 @@
-"""Replicas behave as one (docs/api.md §13): two mobile_service and two llm_service processes on different
-ports, each pair behind the tiny round-robin balancer of ``deploy/round_robin.py``, sharing one
-database and one Redis, as they would on several machines. A user's flow — login, records, a chat
-session continued across replicas, logout revocation — gives the same answers as with one replica.
+"""Replicas behave as one (docs/api.md §13): two mobile_service, two llm_service and two image_service
+processes on different ports, each pair behind the tiny round-robin balancer of
+``deploy/round_robin.py``, sharing one database, one Redis and one S3 bucket (moto's server), as
+they would on several machines. A user's flow — login, records, a chat session continued across
+replicas, images uploaded on one replica and served by the other (each with a storage directory of
+its own), logout revocation — gives the same answers as with one replica.
 
 The database is migrated first (the compose prestart step); it is a throwaway PostgreSQL database
 where a server answers, else a SQLite file shared by the processes.
@@ -9,6 +11,8 @@ where a server answers, else a SQLite file shared by the processes.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -17,15 +21,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from common.config import REPO_ROOT
 from common.migrations import upgrade_to_head
 from common.processes import free_port, popen_child, service_healthy, stop_process
 from tests.auth import bearer
+from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +61,9 @@ class Deployment:
     llm: str  # the balancer in front of the llm_service replicas
     mobile_replicas: list[str]
     llm_replicas: list[str]
+    image_replicas: list[str]
+    image_dirs: list[Path]  # each image_service replica's own IMAGE_STORAGE_DIR
+    bucket: str
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +77,7 @@ def deployment(
     redis_url: str,
     reachable_postgres: Any,
     llm_upstream: str,
+    s3_server: S3Server,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -77,7 +88,10 @@ def deployment(
     )
     upgrade_to_head(database)  # the prestart step
 
-    ports = {name: free_port() for name in ("user", "mobile_rr", "llm_rr", "mobile_a", "mobile_b", "llm_a", "llm_b")}
+    names = ("user", "mobile_rr", "llm_rr", "image_rr", "mobile_a", "mobile_b", "llm_a", "llm_b", "image_a", "image_b")
+    ports = {name: free_port() for name in names}
+    bucket = f"replicas-{uuid.uuid4().hex[:10]}"
+    image_dirs = {replica: tmp / f"images-{replica}" for replica in ("a", "b")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     base_env = {k: v for k, v in os.environ.items() if not (k.endswith("_SERVICE_URL") or k.endswith("_PORT"))}
     base_env.update(
@@ -95,14 +109,14 @@ def deployment(
             "USER_SERVICE_URL": url["user"],
             "MOBILE_SERVICE_URL": url["mobile_rr"],
             "LLM_SERVICE_URL": url["llm_rr"],
-            "IMAGE_SERVICE_URL": f"http://127.0.0.1:{free_port()}",  # not started: not in this flow
+            "IMAGE_SERVICE_URL": url["image_rr"],
             "WEB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
         }
     )
     processes: list[Process] = []
 
-    def start(name: str, argv: list[str], port: int) -> None:
-        proc = popen_child(argv, {**base_env, "PORT": str(port)})
+    def start(name: str, argv: list[str], port: int, extra: dict[str, str] | None = None) -> None:
+        proc = popen_child(argv, {**base_env, **(extra or {}), "PORT": str(port)})
         process = Process(name, f"http://127.0.0.1:{port}", proc)
         threading.Thread(target=process.collect, daemon=True).start()
         processes.append(process)
@@ -121,10 +135,13 @@ def deployment(
         for replica in ("a", "b"):
             start(f"mobile_{replica}", service("mobile_service"), ports[f"mobile_{replica}"])
             start(f"llm_{replica}", service("llm_service"), ports[f"llm_{replica}"])
+            image_env = {**s3_server.env(bucket), "IMAGE_STORAGE_DIR": str(image_dirs[replica])}
+            start(f"image_{replica}", service("image_service"), ports[f"image_{replica}"], image_env)
         start(
             "mobile_rr", balancer("mobile", [url["mobile_a"], url["mobile_b"]], ports["mobile_rr"]), ports["mobile_rr"]
         )
         start("llm_rr", balancer("llm", [url["llm_a"], url["llm_b"]], ports["llm_rr"]), ports["llm_rr"])
+        start("image_rr", balancer("image", [url["image_a"], url["image_b"]], ports["image_rr"]), ports["image_rr"])
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not all(service_healthy(p.url) for p in processes):
             for p in processes:
@@ -137,6 +154,9 @@ def deployment(
             llm=url["llm_rr"],
             mobile_replicas=[url["mobile_a"], url["mobile_b"]],
             llm_replicas=[url["llm_a"], url["llm_b"]],
+            image_replicas=[url["image_a"], url["image_b"]],
+            image_dirs=[image_dirs["a"], image_dirs["b"]],
+            bucket=bucket,
         )
     finally:
         for p in processes:
@@ -225,6 +245,39 @@ def test_the_mobile_app_reaches_chat_and_ai_through_either_replica(
             assert summary.status_code == 200, summary.text
         sessions = [client.get("/api/v1/chat/sessions") for _ in range(2)]
         assert all(s.status_code == 200 for s in sessions)
+
+
+def test_an_image_uploaded_on_one_replica_is_served_by_the_other(
+    deployment: Deployment, login: Callable[[], dict[str, str]], s3_server: S3Server
+) -> None:
+    """Each image_service replica has a storage directory of its own, as on two machines: only the
+    bucket is shared. The second replica never saw the upload and serves it."""
+    headers = login()
+    first, second = deployment.image_replicas
+    picture = io.BytesIO()
+    Image.new("RGB", (640, 480), (20, 140, 90)).save(picture, format="PNG")
+    with httpx.Client(headers=headers, timeout=60) as client:
+        created = client.post(f"{first}/api/v1/images", files={"file": ("shared.png", picture.getvalue(), "image/png")})
+        assert created.status_code == 201, created.text
+        image = created.json()
+        assert f"originals/{image['id'][:2]}/{image['id']}.png" in {
+            o["Key"] for o in s3_server.client().list_objects_v2(Bucket=deployment.bucket).get("Contents", [])
+        }
+        content = client.get(f"{second}{image['url']}")
+        assert content.status_code == 200 and content.headers["content-type"] == "image/png"
+        assert hashlib.sha256(content.content).hexdigest() == image["sha256"]
+        thumbnail = client.get(f"{second}{image['thumbnail_url']}")
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
+        # Through the mobile app's entry (mobile_service → the image balancer → either replica).
+        listed = client.get(f"{deployment.mobile}/api/v1/images")
+        assert listed.status_code == 200 and image["id"] in [i["id"] for i in listed.json()["data"]]
+        # Neither directory holds the image: the bytes live in the bucket only.
+        assert not [p for d in deployment.image_dirs for p in d.rglob(f"{image['id']}*")]
+
+        assert client.delete(f"{second}/api/v1/images/{image['id']}").status_code == 204
+        assert client.get(f"{first}{image['url']}").status_code == 404
+        left = s3_server.client().list_objects_v2(Bucket=deployment.bucket).get("Contents", [])
+        assert not [o for o in left if image["id"] in o["Key"]]
 
 
 def test_logout_on_one_replica_revokes_the_token_on_every_replica(
