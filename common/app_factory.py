@@ -218,7 +218,9 @@ class AppResources:
         settings = self.settings
         state: State = {
             "settings": settings,
-            "db": Database(settings.database_url) if self.use_database else None,
+            "db": Database(settings.database_url, quick_pool_size=settings.database_quick_pool_size)
+            if self.use_database
+            else None,
             "redis": create_redis(settings.redis_url) if self.use_redis else None,
             "clients": {
                 name: ServiceClient(

@@ -10,6 +10,8 @@
 - On SQLite, quick reads skip aiosqlite's worker-thread round trip (``InlineReadConnection``);
   writes and any statement seen to be slow still run in the thread, and an inline read that
   finds the database busy runs again there, so the event loop never waits long on a lock.
+  On PostgreSQL they run on a small asyncpg pool of their own (``QuickReader``): one round trip
+  per read, none for a ping, a transaction or a reset.
 - ``write_scope`` and ``end_read``: the one transaction pattern of every service.
 - ``create_all`` takes a lock (a file lock on SQLite, an advisory lock on PostgreSQL) so that
   five services starting at once on an empty database do not race.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import sqlite3
 import tempfile
 import time
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 from sqlalchemy import DateTime, String, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -49,7 +53,11 @@ INLINE_SLOW_SECONDS = 0.002
 INLINE_SLOW_WALL_SECONDS = 0.02
 _SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _INLINE_SLOW_SQL_MAX = 2048
+logger = logging.getLogger(__name__)
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
+# Connections of the quick-read pool on PostgreSQL, per process (DATABASE_QUICK_POOL_SIZE): a
+# read holds one for a single round trip, so a few serve a whole event loop.
+QUICK_PG_POOL_SIZE = 4
 
 
 async def end_read(session: AsyncSession) -> None:
@@ -276,28 +284,39 @@ class _PreparedRead:
     bind_names: tuple[str, ...]
     bind_processors: dict[str, Any]
     columns: tuple[str, ...]
-    result_processors: tuple[Any, ...]
+    result_processors: tuple[tuple[int, Any], ...]  # (column index, processor), converting columns only
 
 
 class QuickReader:
-    """Hot, small reads (a row by key) without the async ORM round trip, on SQLite.
+    """Hot, small reads (a row by key, a page by index) without the async ORM round trip.
 
     Statements are SQLAlchemy Core built from the models and compiled once per name; values go
-    through the column types (``UTCDateTime``, JSON) exactly as the ORM would convert them. On
-    SQLite they run inline on a read-only connection of their own (WAL: readers never wait for
-    writers and see every committed write); elsewhere they run through the engine in autocommit:
-    one statement is its own snapshot, and BEGIN and the ROLLBACK on return to the pool would
-    be two more round trips per read (bench/README.md). Only for statements that touch a handful
-    of rows by index: the event loop runs them.
+    through the column types (``UTCDateTime``, JSON) exactly as the ORM would convert them.
+
+    - SQLite (a file): inline on a read-only connection of their own (WAL: readers never wait
+      for writers and see every committed write).
+    - PostgreSQL: on an asyncpg pool of their own, in autocommit (one statement is its own
+      snapshot: it sees every write committed before it). asyncpg prepares each statement once
+      per connection and keeps it. The engine's pool would cost three more round trips per read
+      (its pre-ping runs BEGIN, a ping and ROLLBACK) and, past its size, a new connection per
+      request; here a connection is never pinged or reset (these connections only ever run one
+      SELECT at a time, so there is no session state to clear), and a read that finds its
+      connection dropped (a server restart) runs once more on a fresh one.
+    - Anything else (in-memory SQLite): through the engine.
+
+    Only for statements that touch a handful of rows by index: on SQLite the event loop runs them.
     """
 
-    def __init__(self, engine: AsyncEngine, sqlite_path: Path | None) -> None:
+    def __init__(self, engine: AsyncEngine, sqlite_path: Path | None, *, pool_size: int = QUICK_PG_POOL_SIZE) -> None:
         self.engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._path = sqlite_path
         self._conn: sqlite3.Connection | None = None
         self._prepared: dict[str, _PreparedRead] = {}
         self._statements: dict[str, Any] = {}
+        self._pg = engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
+        self._pool_size = pool_size
+        self._pool: Any = None  # asyncpg.Pool, opened by the first read
+        self._pool_lock = asyncio.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -336,14 +355,13 @@ class QuickReader:
             dialect = self.engine.dialect
             compiled = statement.compile(dialect=dialect)
             columns = tuple(c.key for c in statement.selected_columns)
+            processors = [c.type._cached_result_processor(dialect, None) for c in statement.selected_columns]
             prepared = _PreparedRead(
                 sql=compiled.string,
                 bind_names=tuple(compiled.positiontup or ()),
                 bind_processors=dict(compiled._bind_processors),
                 columns=columns,
-                result_processors=tuple(
-                    c.type._cached_result_processor(dialect, None) for c in statement.selected_columns
-                ),
+                result_processors=tuple((i, p) for i, p in enumerate(processors) if p is not None),
             )
             self._prepared[name] = prepared
             self._statements[name] = statement
@@ -353,14 +371,17 @@ class QuickReader:
         """Rows of the statement ``build()`` makes (compiled once under ``name``), as dicts;
         ``params`` fill its ``bindparam``s."""
         prepared = self._prepare(name, build)
+        if self._path is None and not self._pg:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(self._statements[name], params)
+                return [dict(row) for row in result.mappings()]
         values = []
         for bind in prepared.bind_names:
             value = params[bind]
             processor = prepared.bind_processors.get(bind)
             values.append(processor(value) if processor else value)
-        if self._path is None:
-            fetched = await self._fetch_pooled(prepared.sql, values)
-            return self._rows_of(prepared, fetched)
+        if self._pg:
+            return self._rows_of(prepared, await self._fetch_pooled(prepared.sql, values))
         try:
             fetched = self._fetch(self._connection(), prepared.sql, values)
         except sqlite3.OperationalError as exc:
@@ -372,27 +393,91 @@ class QuickReader:
         return self._rows_of(prepared, fetched)
 
     async def _fetch_pooled(self, sql: str, values: list[Any]) -> list[Any]:
-        """PostgreSQL: the pool's asyncpg connection itself, which prepares the statement once
-        and keeps it (asyncpg's statement cache); no SQLAlchemy result machinery per row."""
-        async with self._autocommit.connect() as conn:
-            raw = await conn.get_raw_connection()
-            return list(await raw.driver_connection.fetch(sql, *values))  # type: ignore[union-attr]
+        """PostgreSQL: one round trip on the quick pool; once more on a fresh connection when
+        the server dropped this one (a read is safe to repeat)."""
+        pool = self._pool or await self._open_pool()
+        try:
+            return await pool.fetch(sql, *values)
+        except _pg_connection_lost() as exc:
+            logger.warning("quick read: connection lost (%s), retrying on a new one", type(exc).__name__)
+            pool.expire_connections()  # the others went with it (a restart): replace them all
+            return await pool.fetch(sql, *values)
+
+    async def _open_pool(self) -> Any:
+        import asyncpg
+
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    min_size=1,
+                    max_size=self._pool_size,
+                    init=_quick_connection_init,
+                    reset=_quick_connection_reset,
+                    **_asyncpg_connect_kwargs(self.engine),
+                )
+        return self._pool
+
+    @property
+    def pool_open(self) -> bool:
+        """Whether the PostgreSQL quick pool has been opened (by a first read)."""
+        return self._pool is not None
 
     @staticmethod
     def _rows_of(prepared: _PreparedRead, fetched: list[Any]) -> list[dict[str, Any]]:
-        processors = prepared.result_processors
-        return [
-            {
-                column: (processor(value) if processor else value)
-                for column, processor, value in zip(prepared.columns, processors, tuple(row), strict=True)
-            }
-            for row in fetched
-        ]
+        columns = prepared.columns
+        rows = [dict(zip(columns, tuple(row), strict=True)) for row in fetched]
+        for index, processor in prepared.result_processors:  # only the columns that convert
+            column = columns[index]
+            for row in rows:
+                row[column] = processor(row[column])
+        return rows
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _pg_connection_lost() -> tuple[type[BaseException], ...]:
+    """asyncpg's errors for a connection the server (or the network) dropped."""
+    from asyncpg import exceptions
+
+    return (
+        exceptions.ConnectionDoesNotExistError,
+        exceptions.AdminShutdownError,
+        exceptions.CrashShutdownError,
+        exceptions.CannotConnectNowError,
+        exceptions.InterfaceError,
+        ConnectionError,
+    )
+
+
+def _asyncpg_connect_kwargs(engine: AsyncEngine) -> dict[str, Any]:
+    """``asyncpg.connect`` arguments for the engine's URL, as SQLAlchemy's dialect reads it
+    (host, port, user, password, database, ``ssl``...)."""
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs = dict(kwargs)
+    if "prepared_statement_cache_size" in kwargs:  # SQLAlchemy's name for asyncpg's option
+        kwargs["statement_cache_size"] = int(kwargs.pop("prepared_statement_cache_size"))
+    kwargs.pop("prepared_statement_name_func", None)
+    return kwargs
+
+
+async def _quick_connection_init(conn: Any) -> None:
+    # JSON as SQLAlchemy's asyncpg dialect sets it up (text in, the bind processors give str),
+    # decoded by orjson, which takes the bytes as they come.
+    await conn.set_type_codec("json", encoder=str.encode, decoder=orjson.loads, schema="pg_catalog", format="binary")
+
+
+async def _quick_connection_reset(conn: Any) -> None:
+    """Nothing to reset: quick connections run single SELECTs in autocommit (asyncpg's default
+    reset would be one more round trip per read)."""
 
 
 # Changes to objects that ``create_all`` does not alter once they exist (SQLite's search index,
@@ -405,12 +490,13 @@ SQLITE_SCHEMA_UPGRADES: list[Callable[[Any], Any]] = []
 class Database:
     """Owns one engine and its session factory; opened and closed by the app's lifespan."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, quick_pool_size: int = QUICK_PG_POOL_SIZE, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = build_engine(url, **engine_kwargs)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         # In-memory SQLite has no file a second connection could open: reads take the engine.
-        self.quick = QuickReader(self.engine, _sqlite_path(url) if url.startswith("sqlite") else None)
+        sqlite_path = _sqlite_path(url) if url.startswith("sqlite") else None
+        self.quick = QuickReader(self.engine, sqlite_path, pool_size=quick_pool_size)
 
     @property
     def is_sqlite(self) -> bool:
@@ -447,7 +533,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        self.quick.close()
+        await self.quick.aclose()
         await self.engine.dispose()
 
 

@@ -105,7 +105,6 @@ async def create_record(
 @records_router.get("", response_model=Page[RecordListItem], responses=error_responses(429, 502, 504))
 async def list_records(
     user: CurrentUser,
-    session: SessionDep,
     db: DatabaseDep,
     llm: LlmServiceDep,
     settings: MobileSettingsDep,
@@ -127,22 +126,25 @@ async def list_records(
     ] = "-updated_at",
 ) -> Response:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
-    if q and q.strip() and mode != "keyword":
-        page = await semantic.search(
-            session,
-            llm,
-            user,
-            filters,
-            q.strip(),
-            mode,
-            offset=offset,
-            limit=limit,
-            timeout=settings.ai_timeout_seconds,
-        )
-    elif q and q.strip():
-        page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
-    else:
+    if not (q and q.strip()):
         page = await crud.list_page(db, filters, offset=offset, limit=limit, sort=sort)
+    else:
+        # A session only for a search: the plain list (the home screen) needs none.
+        async with db.session() as session:
+            if mode != "keyword":
+                page = await semantic.search(
+                    session,
+                    llm,
+                    user,
+                    filters,
+                    q.strip(),
+                    mode,
+                    offset=offset,
+                    limit=limit,
+                    timeout=settings.ai_timeout_seconds,
+                )
+            else:
+                page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
     # The home screen's hot path: the items are validated models already, so the page is
     # serialised once, here, not validated a second time against the response model.
     body = page_of(page["data"], page["total_count"], offset, limit).model_dump_json()

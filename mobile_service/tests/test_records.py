@@ -191,6 +191,31 @@ def test_list_pages_filters_and_sorts(mobile_client: TestClient, auth_headers: H
     assert [r["title"] for r in by_title["data"]] == ["r0", "r1", "r2", "r3", "r4"]
 
 
+def test_every_list_page_states_the_total_of_the_callers_live_records(
+    mobile_client: TestClient, auth_headers: Headers
+) -> None:
+    user, other = auth_headers(str(uuid.uuid4())), auth_headers(str(uuid.uuid4()))
+    made = [create(mobile_client, user, title=f"n{i}", tags=["t"] if i < 3 else []) for i in range(5)]
+    create(mobile_client, other, title="someone else's")
+    assert mobile_client.delete(f"/api/v1/records/{made[0]['id']}", headers=user).status_code == 204
+
+    def page(**params: Any) -> dict[str, Any]:
+        response = mobile_client.get("/api/v1/records", params=params, headers=user)
+        assert response.status_code == 200
+        return response.json()
+
+    first, last, past = page(limit=2), page(limit=2, offset=2), page(limit=2, offset=10)
+    assert [first["total_count"], last["total_count"], past["total_count"]] == [4, 4, 4]  # the count rides on the page
+    assert [first["has_more"], last["has_more"], past["has_more"]] == [True, False, False]
+    assert past["data"] == []
+    assert page(tag="t", limit=1)["total_count"] == 2 and page(tag="t", offset=5)["total_count"] == 2
+    # The list's items are the records as a read gives them: no column more, none less.
+    read = mobile_client.get(f"/api/v1/records/{made[4]['id']}", headers=user).json()
+    assert first["data"][0] == read
+    assert page(limit=1)["data"] == [read] and page()["total_count"] == 4
+    assert mobile_client.get("/api/v1/records", params={"offset": 3}, headers=other).json()["total_count"] == 1
+
+
 def test_search_finds_english_and_chinese_ranked_and_scoped(mobile_client: TestClient, auth_headers: Headers) -> None:
     user, other = auth_headers(str(uuid.uuid4())), auth_headers(str(uuid.uuid4()))
     in_content = create(mobile_client, user, title="Notes", content="We discussed the quarterly budget at length.")
