@@ -4,16 +4,17 @@ No Docker engine runs here, so this test plays compose's part on one machine: it
 (PyYAML), interpolates ``${...}`` like compose, builds each container's environment from the
 Dockerfile's ENV, the ``env_file`` files and ``environment``, and maps the compose hostnames to this
 machine (postgres → a throwaway database on the local PostgreSQL, or a SQLite file where none
-answers; redis → this run's Redis database; each service → 127.0.0.1 on a free port; volumes → temp
-dirs). Commands run from a copy of the Docker build context made with the .dockerignore rules, in
+answers; redis → this run's Redis database; minio → this run's S3 server, moto; each service →
+127.0.0.1 on a free port; volumes → temp dirs). Commands run from a copy of the Docker build context made with the .dockerignore rules, in
 compose's start order (``depends_on`` conditions, healthchecks run as written), then the smoke
 flow: register → login → create record → summarise through llm_service → publish → public page
-through web_service.
+through web_service, and an image uploaded through mobile_service that lands in the bucket.
 A typo in the compose file (a hostname, a port, a key, a command) fails here.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -31,11 +32,13 @@ import httpx
 import pytest
 import yaml
 from dotenv import dotenv_values
+from PIL import Image
 from sqlalchemy.engine import make_url
 
 from common.config import REPO_ROOT
 from common.processes import free_port, popen_child, stop_process
 from tests.auth import bearer
+from tests.s3_server import S3Server
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -46,6 +49,7 @@ COMPOSE_SECRETS = {
     "SECRET_KEY": "compose-test-secret-0123456789abcdefghijklmnop",
     "POSTGRES_PASSWORD": "pw-test",
     "LLM_API_KEY": "compose-test-llm-key",
+    "MINIO_ROOT_PASSWORD": "minio-pw-test",
 }
 START_TIMEOUT_SECONDS = 90.0
 
@@ -179,7 +183,7 @@ def test_compose_refuses_to_start_without_a_secret_key() -> None:
 
 def test_every_container_has_a_healthcheck_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(APP_SERVICES) | {"postgres", "redis", "prestart"} <= set(services)
+    assert set(APP_SERVICES) | {"postgres", "redis", "minio", "prestart"} <= set(services)
     for name, service in services.items():
         if name != "prestart":
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -197,13 +201,14 @@ def test_data_lives_in_named_volumes_and_redis_keeps_an_append_only_file(compose
         name: {v.split(":")[0]: v.split(":")[1] for v in service.get("volumes", [])}
         for name, service in services.items()
     }
-    assert (
-        set(mounts["postgres"]) & volumes and set(mounts["redis"]) & volumes and set(mounts["image_service"]) & volumes
-    )
+    assert set(mounts["postgres"]) & volumes and set(mounts["redis"]) & volumes and set(mounts["minio"]) & volumes
     command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in command
-    storage = container_environment(services["image_service"], dockerfile_env()[1])["IMAGE_STORAGE_DIR"]
-    assert any(storage.startswith(target) for target in mounts["image_service"].values()), "images outside a volume"
+    # Images live in MinIO's volume: image_service itself keeps nothing (its replicas share the bucket).
+    image_env = container_environment(services["image_service"], dockerfile_env()[1])
+    assert image_env["IMAGE_STORAGE"] == "s3" and image_env["S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["minio"]["command"][:2] == ["server", mounts["minio"][next(iter(set(mounts["minio"]) & volumes))]]
+    assert not mounts["image_service"], "image_service needs no volume with IMAGE_STORAGE=s3"
 
 
 def test_the_image_has_no_dev_tools_and_runs_as_a_non_root_user() -> None:
@@ -309,6 +314,7 @@ def compose_run(
     llm_upstream: str,
     redis_url: str,
     reachable_postgres: Any,
+    s3_server: S3Server,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ComposeRun]:
     services: dict[str, Any] = compose["services"]
@@ -321,6 +327,8 @@ def compose_run(
     ports = {name: free_port() for name in APP_SERVICES}
     compose_ports = {name: envs[name]["PORT"] for name in APP_SERVICES}
     hosts = {f"{name}:{compose_ports[name]}": f"127.0.0.1:{ports[name]}" for name in APP_SERVICES}
+    hosts["minio:9000"] = s3_server.url.removeprefix("http://")  # moto stands in for MinIO
+    minio_env = services["minio"]["environment"]
 
     postgres_env = services["postgres"]["environment"]
     if reachable_postgres is not None:
@@ -340,6 +348,11 @@ def compose_run(
             postgres_env["POSTGRES_DB"],
         ), f"{name}: DATABASE_URL does not match the postgres service's user/password/database"
         assert env["REDIS_URL"].startswith("redis://redis:6379"), f"{name}: REDIS_URL {env['REDIS_URL']}"
+        if env.get("IMAGE_STORAGE") == "s3":
+            assert (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"]) == (
+                minio_env["MINIO_ROOT_USER"],
+                minio_env["MINIO_ROOT_PASSWORD"],
+            ), f"{name}: the S3 keys are not the minio service's"
         assert env["HOST"] == "0.0.0.0", f"{name}: HOST must be 0.0.0.0 in a container"
         env["DATABASE_URL"] = database
         env["REDIS_URL"] = redis_url
@@ -377,7 +390,7 @@ def compose_run(
     try:
         for name in _start_order(services):
             if name not in containers:
-                continue  # postgres and redis: the local servers stand in for them
+                continue  # postgres, redis and minio: the local servers stand in for them
             container = containers[name]
             for dependency, spec in (services[name].get("depends_on") or {}).items():
                 if dependency in containers:
@@ -451,3 +464,24 @@ def test_smoke_flow_through_the_compose_suite(compose_run: ComposeRun) -> None:
     page = httpx.get(f"{web}/p/{slug}", timeout=20)
     assert page.status_code == 200
     assert "Compose smoke" in page.text and "<strong>compose</strong>" in page.text
+
+
+@pytest.mark.e2e
+def test_images_uploaded_through_the_compose_suite_land_in_the_bucket(
+    compose_run: ComposeRun, s3_server: S3Server
+) -> None:
+    mobile = compose_run.urls["mobile_service"]
+    env = compose_run.containers["image_service"].env
+    name = f"i_{uuid.uuid4().hex[:10]}"
+    picture = io.BytesIO()
+    Image.new("RGB", (120, 80), (200, 100, 10)).save(picture, format="PNG")
+    with httpx.Client(base_url=mobile, timeout=20) as client:
+        assert client.post("/api/v1/auth/register", json={"username": name, "password": "compose pass 123"}).is_success
+        login = client.post("/api/v1/auth/login", json={"username": name, "password": "compose pass 123"})
+        headers = bearer(login.json()["access_token"])
+        created = client.post("/api/v1/images", headers=headers, files={"file": ("c.png", picture.getvalue())})
+        assert created.status_code == 201, created.text
+        image = created.json()
+        keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=env["S3_BUCKET"]).get("Contents", [])}
+        assert f"originals/{image['id'][:2]}/{image['id']}.png" in keys
+        assert client.get(image["url"], headers=headers).status_code == 200
