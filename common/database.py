@@ -400,7 +400,7 @@ class QuickReader:
             return await pool.fetch(sql, *values)
         except _pg_connection_lost() as exc:
             logger.warning("quick read: connection lost (%s), retrying on a new one", type(exc).__name__)
-            pool.expire_connections()  # the others went with it (a restart): replace them all
+            await pool.expire_connections()  # the others went with it (a restart): replace them all
             return await pool.fetch(sql, *values)
 
     async def _open_pool(self) -> Any:
@@ -445,7 +445,9 @@ class QuickReader:
 
 
 def _pg_connection_lost() -> tuple[type[BaseException], ...]:
-    """asyncpg's errors for a connection the server (or the network) dropped."""
+    """asyncpg's errors for a connection the server (or the network) dropped. The server's
+    goodbye may reach an idle connection first and leave its protocol in a state the next query
+    refuses (``InternalClientError``): that connection is gone as well."""
     from asyncpg import exceptions
 
     return (
@@ -454,6 +456,7 @@ def _pg_connection_lost() -> tuple[type[BaseException], ...]:
         exceptions.CrashShutdownError,
         exceptions.CannotConnectNowError,
         exceptions.InterfaceError,
+        exceptions.InternalClientError,
         ConnectionError,
     )
 
