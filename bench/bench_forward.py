@@ -14,7 +14,8 @@ It prints the harness table (req/s, p50, p99, ratio to the baseline), the server
 of each target (steadier than req/s on a shared machine) and the p50 a hop adds when requests go
 one at a time (no queueing).
 
-Run: ``.venv/bin/python -m bench.bench_forward`` (about two minutes), e.g. ``--duration 5``.
+Run: ``.venv/bin/python -m bench.bench_forward`` (about two minutes), e.g. ``--duration 5``;
+``--database postgresql`` puts user_service on a PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import uuid
 from typing import Any
 
 from bench.bench_records import measured, print_cpu
-from bench.harness import BenchEnv, http_json, print_table, start_app, start_service
+from bench.harness import BenchEnv, add_database_option, http_json, print_table, start_app, start_service
 
 PATH = "/api/v1/auth/bench"
 
@@ -115,11 +116,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL (INFO: access log on)")
+    add_database_option(parser)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     c, d, w = args.connections, args.duration, args.warmup
 
-    with BenchEnv(log_level=args.log_level) as env, start_app("bench.baseline_app:app") as base:
+    with BenchEnv(log_level=args.log_level, database=args.database) as env, start_app("bench.baseline_app:app") as base:
         upstream = {"BENCH_UPSTREAM": base.url}
         with (
             start_app("bench.bench_forward:httpx_proxy", env=upstream, factory=True, health_path="/health") as hx,

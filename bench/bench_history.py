@@ -1,5 +1,6 @@
 """Record history (docs/api.md §16, issue 17), on ``bench/harness.py``: one mobile_service process
-on a scratch SQLite file, requests one at a time over HTTP.
+on a scratch SQLite file (``--database postgresql``: a PostgreSQL database of its own), requests
+one at a time over HTTP.
 
 - Merge: a record of 100,000 characters (about 1,700 lines); the browser edits its first line, a
   phone then PATCHes its last line against the version before (a merge through the API: base
@@ -9,7 +10,8 @@ on a scratch SQLite file, requests one at a time over HTTP.
   page and the last page (offset 980), and ``GET .../revisions/{n}`` of the oldest, the middle
   and the newest revision (a whole text plus at most 31 deltas applied), p50/p95.
 - Storage: a 10 KB note with 100 one-line edits; bytes stored per revision (content column, and
-  the whole row as SQLite's ``dbstat`` counts the table's pages), against a whole copy.
+  the whole row as SQLite's ``dbstat`` or PostgreSQL's ``pg_table_size`` counts the table),
+  against a whole copy.
 
 Run: ``.venv/bin/python -m bench.bench_history`` (about a minute).
 """
@@ -22,10 +24,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench.harness import BENCH_SECRET, BenchEnv, http_json, percentile, start_service
+from sqlalchemy import text
+
+from bench.bench_records import run_on_database, sqlite_file
+from bench.harness import BENCH_SECRET, BenchEnv, add_database_option, http_json, percentile, start_service
 from common.config import Settings, load_settings
 from common.security import encode_token
 from mobile_service.app.merge import merge_content
@@ -101,33 +105,45 @@ def bench_revision_list(mobile: str, headers: dict[str, str], revisions: int, re
     return out
 
 
-def table_bytes(path: Path) -> int | None:
-    """Bytes of the pages ``record_revisions`` takes (SQLite's dbstat), where it is compiled in."""
-    with sqlite3.connect(path) as conn:
+def _scalar(database_url: str, sql: str, **params: Any) -> Any:
+    async def work(conn: Any) -> Any:
+        return (await conn.execute(text(sql), params)).one()
+
+    return run_on_database(database_url, work)
+
+
+def table_bytes(database_url: str) -> int | None:
+    """Bytes the table ``record_revisions`` takes, indexes excluded: SQLite's ``dbstat`` (where it
+    is compiled in), PostgreSQL's ``pg_table_size`` (its TOAST included)."""
+    if database_url.startswith("postgresql"):
+        return int(_scalar(database_url, "SELECT pg_table_size('record_revisions')")[0])
+    with sqlite3.connect(sqlite_file(database_url)) as conn:
         try:
             return int(conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'record_revisions'").fetchone()[0])
         except sqlite3.OperationalError:
             return None
 
 
-def bench_storage(mobile: str, headers: dict[str, str], path: Path, edits: int) -> list[str]:
+def bench_storage(mobile: str, headers: dict[str, str], database_url: str, edits: int) -> list[str]:
     lines = [f"Line {n:03d} of a ten kilobyte note about the garden, the budget and the week.\n" for n in range(137)]
     note = "".join(lines)
-    with sqlite3.connect(path) as conn:  # the earlier parts' revisions, to leave them out
-        before_rows = conn.execute("SELECT count(*) FROM record_revisions").fetchone()[0]
-    before_pages = table_bytes(path)
+    before_rows = _scalar(database_url, "SELECT count(*) FROM record_revisions")[0]  # the earlier parts' revisions
+    before_pages = table_bytes(database_url)
     record = http_json("POST", f"{mobile}/api/v1/records", {"title": "ten kilobytes", "content": note}, headers)
     for n in range(edits):
         lines[(n * 7) % len(lines)] = f"Line {(n * 7) % len(lines):03d} was edited ({n}) today.\n"
         http_json("PATCH", f"{mobile}/api/v1/records/{record['id']}", {"content": "".join(lines)}, headers)
-    with sqlite3.connect(path) as conn:
-        count, content, whole = conn.execute(
-            "SELECT count(*), sum(length(CAST(content AS BLOB))), "
-            "sum(CASE content_format WHEN 'full' THEN 1 ELSE 0 END) FROM record_revisions WHERE record_id = ?",
-            (record["id"],),
-        ).fetchone()
-        rows = conn.execute("SELECT count(*) FROM record_revisions").fetchone()[0]
-    after_pages = table_bytes(path)
+    content_bytes = (
+        "octet_length(content)" if database_url.startswith("postgresql") else "length(CAST(content AS BLOB))"
+    )
+    count, content, whole = _scalar(
+        database_url,
+        f"SELECT count(*), sum({content_bytes}), "
+        "sum(CASE content_format WHEN 'full' THEN 1 ELSE 0 END) FROM record_revisions WHERE record_id = :id",
+        id=record["id"],
+    )
+    rows = _scalar(database_url, "SELECT count(*) FROM record_revisions")[0]
+    after_pages = table_bytes(database_url)
     out = [
         f"a {len(note.encode()):,}-byte note, {edits} one-line edits -> {count} revisions ({whole} kept whole):",
         f"  content stored per revision: {content / count:,.0f} bytes (a whole copy: {len(note.encode()):,})",
@@ -145,17 +161,19 @@ def main() -> None:
     parser.add_argument("--revisions", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--edits", type=int, default=100)
+    add_database_option(parser)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = load_settings(Settings, secret_key=BENCH_SECRET)
     token, _ = encode_token(settings, str(uuid.uuid4()), "user", "access")  # type: ignore[arg-type]
     headers = {"Authorization": f"Bearer {token}"}
-    with BenchEnv(log_level="WARNING") as env:
-        path = Path(env.env["DATABASE_URL"].split("///", 1)[1])
-        with start_service("mobile_service", env.env) as mobile:
-            report = bench_merge(mobile.url, headers, args.merges)
-            report += bench_revision_list(mobile.url, headers, args.revisions, args.repeat)
-            report += bench_storage(mobile.url, headers, path, args.edits)
+    with (
+        BenchEnv(log_level="WARNING", database=args.database) as env,
+        start_service("mobile_service", env.env) as mobile,
+    ):
+        report = bench_merge(mobile.url, headers, args.merges)
+        report += bench_revision_list(mobile.url, headers, args.revisions, args.repeat)
+        report += bench_storage(mobile.url, headers, env.env["DATABASE_URL"], args.edits)
     print("\n".join(report))
 
 

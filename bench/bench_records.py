@@ -26,17 +26,29 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
-from bench.harness import BENCH_SECRET, BenchEnv, Result, Server, print_table, run_benchmark, start_app, start_service
+from bench.harness import (
+    BENCH_SECRET,
+    BenchEnv,
+    Result,
+    Server,
+    add_database_option,
+    print_table,
+    run_benchmark,
+    start_app,
+    start_service,
+)
 from common.config import Settings, load_settings
 from common.models.record import cjk_index_text
 from common.security import encode_token
 
+T = TypeVar("T")
 TOPICS = ["meeting", "budget", "project", "plan", "review", "travel", "diary", "garden", "recipe", "report"]
 TOPICS += ["weekly", "quarterly", "design", "release", "customer", "invoice", "school", "homework"]
 CHINESE = ["会议纪要", "项目计划", "旅行日记", "读书笔记", "周报总结", "家庭聚会", "健身记录", "客户反馈"]
@@ -85,6 +97,22 @@ def create_tables(database_url: str) -> None:
         await db.dispose()
 
     asyncio.run(_run())
+
+
+def run_on_database(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work(connection)`` in one committed transaction on ``database_url`` (SQLite or
+    PostgreSQL, through ``common.database``), for a benchmark's set-up and its counts."""
+    from common.database import Database
+
+    async def _run() -> T:
+        db = Database(database_url)
+        try:
+            async with db.engine.begin() as conn:
+                return await work(conn)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(_run())
 
 
 def _rows(owner: str, count: int, rng: random.Random) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -189,7 +217,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records of the searching user (0: skip)")
     parser.add_argument("--skip-reads", action="store_true", help="only the search part")
     parser.add_argument("--log-level", default="INFO", help="the services' LOG_LEVEL (INFO: access log on)")
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    add_database_option(parser)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 

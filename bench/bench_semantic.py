@@ -1,7 +1,8 @@
 """Search by meaning and indexing speed (docs/api.md §15), on ``bench/harness.py``.
 
-Query latency: one user with 1,000 / 10,000 / 100,000 records, filled straight into the SQLite
-file together with their chunks, whose vectors are the canned upstream's own (so the query that
+Query latency: one user with 1,000 / 10,000 / 100,000 records, filled straight into the database
+(the SQLite file, or with ``--database postgresql`` a PostgreSQL database of its own) together with
+their chunks, whose vectors are the canned upstream's own (so the query that
 llm_service embeds through it is comparable), then ``GET /api/v1/records?q=...&mode=semantic``
 and ``mode=hybrid`` through mobile_service, one request at a time: p50/p95 with the owner's
 vectors cached in llm_service, and the first query after a write of that owner (the cache is
@@ -19,18 +20,20 @@ from __future__ import annotations
 
 import argparse
 import random
-import sqlite3
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from bench.bench_records import create_tables, fill, sqlite_file
-from bench.harness import BENCH_SECRET, BenchEnv, http_json, percentile, start_app, start_service
+from sqlalchemy import insert, select
+
+from bench.bench_records import create_tables, fill_records, run_on_database
+from bench.harness import BENCH_SECRET, BenchEnv, add_database_option, http_json, percentile, start_app, start_service
 from common.config import Settings, load_settings
 from common.llm_client import DEFAULT_EMBEDDING_MODEL
+from common.models.record import Record
+from common.models.record_index import RecordChunk, RecordIndexOwner, RecordIndexState
 from common.record_index.chunking import chunk_text, embedding_input
 from common.record_index.vectors import to_bytes
 from common.security import encode_token
@@ -39,43 +42,54 @@ from devtools.fake_llm import EMBEDDING_DIMENSIONS, embed_text
 QUERIES = ["quarterly budget review", "garden travel", "会议纪要", "customer invoice design"]
 
 
-def index_records(path: Path, owner: str) -> int:
-    """Chunks and index state for every record of ``owner``, as llm_service's indexer writes them."""
-    conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT id, title, content, version FROM records WHERE owner_id = ?", (owner,)).fetchall()
-    now = datetime.now(UTC).isoformat(sep=" ")
-    chunks, states = [], []
-    for record_id, title, content, version in rows:
-        for ordinal, piece in enumerate(chunk_text(title, content)):
-            vector = embed_text(embedding_input(title, piece), EMBEDDING_DIMENSIONS)
-            chunks.append(
-                (
-                    str(uuid.uuid4()),
-                    record_id,
-                    owner,
-                    version,
-                    ordinal,
-                    DEFAULT_EMBEDDING_MODEL,
-                    len(vector),
-                    piece,
-                    to_bytes(vector),
+def index_records(database_url: str, owner: str) -> int:
+    """Chunks and index state for every record of ``owner``, as llm_service's indexer writes them
+    (on either database, through the models' tables)."""
+
+    async def work(conn: Any) -> int:
+        found = await conn.execute(
+            select(Record.id, Record.title, Record.content, Record.version).where(Record.owner_id == owner)
+        )
+        now = datetime.now(UTC)
+        chunks, states = [], []
+        for record_id, title, content, version in found.all():
+            for ordinal, piece in enumerate(chunk_text(title, content)):
+                vector = embed_text(embedding_input(title, piece), EMBEDDING_DIMENSIONS)
+                chunks.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "record_id": record_id,
+                        "owner_id": owner,
+                        "version": version,
+                        "generation": 1,
+                        "ordinal": ordinal,
+                        "model": DEFAULT_EMBEDDING_MODEL,
+                        "dimensions": len(vector),
+                        "text": piece,
+                        "embedding": to_bytes(vector),
+                    }
                 )
+            states.append(
+                {
+                    "id": record_id,
+                    "owner_id": owner,
+                    "wanted_version": version,
+                    "indexed_version": version,
+                    "model": DEFAULT_EMBEDDING_MODEL,
+                    "status": "indexed",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "updated_at": now,
+                }
             )
-        states.append((record_id, owner, version, version, DEFAULT_EMBEDDING_MODEL, "indexed", 0, now, now))
-    conn.executemany(
-        "INSERT INTO record_chunks (id, record_id, owner_id, version, generation, ordinal, model, dimensions, text, "
-        "embedding) VALUES (?,?,?,?,1,?,?,?,?,?)",
-        chunks,
-    )
-    conn.executemany(
-        "INSERT INTO record_index (id, owner_id, wanted_version, indexed_version, model, status, attempts, "
-        "next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        states,
-    )
-    conn.execute("INSERT INTO record_index_owners (id, generation) VALUES (?, 1)", (owner,))
-    conn.commit()
-    conn.close()
-    return len(chunks)
+        for start in range(0, len(chunks), 5_000):
+            await conn.execute(insert(RecordChunk.__table__), chunks[start : start + 5_000])
+        for start in range(0, len(states), 5_000):
+            await conn.execute(insert(RecordIndexState.__table__), states[start : start + 5_000])
+        await conn.execute(insert(RecordIndexOwner.__table__).values(id=owner, generation=1))
+        return len(chunks)
+
+    return run_on_database(database_url, work)
 
 
 def timed_get(url: str, params: dict[str, Any], headers: dict[str, str]) -> float:
@@ -170,20 +184,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="rounds of the query set per size and mode")
     parser.add_argument("--write-seconds", type=float, default=15.0)
     parser.add_argument("--backlog", type=int, default=500)
+    add_database_option(parser)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = load_settings(Settings, secret_key=BENCH_SECRET)
     rng = random.Random(7)
-    with BenchEnv(log_level="WARNING") as env:
+    with BenchEnv(log_level="WARNING", database=args.database) as env:
         database_url = env.env["DATABASE_URL"]
         create_tables(database_url)
-        path = sqlite_file(database_url)
         owners = {}
         for size in args.sizes:
             owner = str(uuid.uuid4())
             started = time.perf_counter()
-            fill(path, owner, size, rng)
-            chunks = index_records(path, owner)
+            fill_records(database_url, owner, size, rng)
+            chunks = index_records(database_url, owner)
             owners[size] = owner
             print(f"filled {size:,} records ({chunks:,} chunks) in {time.perf_counter() - started:.0f}s")
         with start_app("devtools.fake_llm:build_app", factory=True, health_path="/health") as fake:

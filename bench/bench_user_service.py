@@ -1,10 +1,10 @@
 """user_service benchmarks next to a bare ASGI baseline, all in one run:
 
-    .venv/bin/python -m bench.bench_user_service [--duration 10] [--connections 64]
+    .venv/bin/python -m bench.bench_user_service [--duration 10] [--connections 64] [--database postgresql]
 
 1. baseline: a bare ASGI app on uvicorn
 2. the auth path alone (a factory app whose endpoint only depends on ``CurrentUser``)
-2. GET /api/v1/users/me with a bearer token (JWT check + one Redis MGET + one SQLite read)
+2. GET /api/v1/users/me with a bearer token (JWT check + one Redis MGET + one database read)
 3. POST /api/v1/auth/login (one argon2id verification per request)
 4. one inter-service hop: a factory-built app → ServiceClient → user_service /users/me
 """
@@ -19,6 +19,7 @@ from bench.harness import (
     DEFAULT_DURATION,
     BenchEnv,
     Result,
+    add_database_option,
     http_json,
     print_table,
     run_benchmark,
@@ -36,13 +37,14 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--generator", choices=["wrk", "asyncio"], default=None, help="default: wrk if installed")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services (INFO: access log on)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these: auth me login hop")
+    add_database_option(parser)
     args = parser.parse_args(argv)
     load = {"duration": args.duration, "connections": args.connections, "generator": args.generator}
     wanted = set(args.only or ["auth", "me", "login", "hop"])
 
     results: list[Result] = []
-    with BenchEnv(log_level=args.log_level) as env:
-        print(f"redis: {env.redis.source}")
+    with BenchEnv(log_level=args.log_level, database=args.database) as env:
+        print(f"redis: {env.redis.source}, database: {args.database}")
         with (
             start_app("bench.baseline_app:app") as baseline,
             start_service("user_service", env.env) as users,

@@ -3,11 +3,11 @@ app, no load generator competing for the CPU), and the best of several interleav
 kept. On a busy shared machine this is steadier than req/s, so it is what we use to judge a
 change to the hot path (e.g. the verified-token cache of ``common.security``).
 
-    .venv/bin/python -m bench.cpu_cost [--rounds 7] [--requests 500]
+    .venv/bin/python -m bench.cpu_cost [--rounds 7] [--requests 500] [--database postgresql]
 
 Paths measured on the bench hop app (built by the common factory, real Redis):
 ``/health`` (factory overhead), ``/auth`` (JWT + Redis revocation check) with the verified-token
-cache on and off; then user_service's ``/api/v1/users/me`` (auth + one SQLite read).
+cache on and off; then user_service's ``/api/v1/users/me`` (auth + one database read).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import BENCH_SECRET, BenchEnv
+from bench.harness import BENCH_SECRET, BenchEnv, add_database_option
 
 
 async def _cost_per_request(
@@ -99,7 +99,7 @@ async def measure(rounds: int, count: int) -> dict[str, float]:
 
 
 async def measure_users_me(rounds: int, count: int, settings: Any) -> dict[str, float]:
-    """user_service's ``GET /api/v1/users/me``: auth plus one SQLite read of the user."""
+    """user_service's ``GET /api/v1/users/me``: auth plus one database read of the user."""
     from common import security
     from user_service.app.accounts import create_user
     from user_service.app.config import UserSettings
@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_cost", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=500)
+    add_database_option(parser)
     args = parser.parse_args(argv)
-    with BenchEnv(log_level="WARNING") as env:
+    with BenchEnv(log_level="WARNING", database=args.database) as env:
         os.environ.update(env.env)
         best = asyncio.run(measure(args.rounds, args.requests))
     print(f"{'path':<36} {'CPU us/request (best of ' + str(args.rounds) + ' rounds)':>40}")

@@ -169,6 +169,17 @@ def start_web_gthread(env: dict[str, str], threads: int = 64) -> Server:
 
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+DATABASES = ("sqlite", "postgresql")
+
+
+def add_database_option(parser: Any) -> None:
+    """``--database sqlite|postgresql`` on a benchmark's argparse parser (for ``BenchEnv``)."""
+    parser.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="sqlite",
+        help="sqlite: a scratch file; postgresql: a database of its own on TEST_POSTGRES_ADMIN_URL's server, dropped after",
+    )
 
 
 def _pg_admin(sql: str) -> None:
@@ -507,9 +518,11 @@ def parse_wrk_output(name: str, url: str, connections: int, text: str) -> Result
 
 
 __all__ = [
+    "DATABASES",
     "BenchEnv",
     "Result",
     "Server",
+    "add_database_option",
     "http_json",
     "parse_wrk_output",
     "percentile",

@@ -24,7 +24,7 @@ import uuid
 
 from bench.bench_records import create_tables, fill_records
 from bench.cpu_cost import _cost_per_request
-from bench.harness import BENCH_SECRET, BenchEnv
+from bench.harness import BENCH_SECRET, BenchEnv, add_database_option
 from common.config import Settings, load_settings
 from common.security import encode_token
 
@@ -49,7 +49,7 @@ async def profile(path: str, headers: list[tuple[bytes, bytes]], count: int, top
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", choices=["list", "read"], default="list")
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    add_database_option(parser)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--top", type=int, default=45)
     args = parser.parse_args()
