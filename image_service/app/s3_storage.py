@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from common.errors import NotFound
 from image_service.app.config import ImageSettings
 from image_service.app.storage import (
+    KEY_PATTERN,
     READ_CHUNK_BYTES,
     STALE_TEMP_SECONDS,
     ScratchFiles,
@@ -50,6 +51,13 @@ def _status(exc: ClientError) -> int:
 
 def _is_missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in MISSING_CODES or _status(exc) == 404
+
+
+def _checked(key: str) -> str:
+    """Only server-made keys reach the store (as on disk, where they must also stay in the root)."""
+    if not KEY_PATTERN.match(key):
+        raise ValueError(f"not a storage key: {key!r}")
+    return key
 
 
 def _translate(exc: Exception, doing: str) -> Exception:
@@ -163,6 +171,7 @@ class S3Storage:
         return self.scratch.temp_file()
 
     async def put_file(self, key: str, source: Path) -> None:
+        _checked(key)
         await self._ensure_bucket()
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         handle = await asyncio.to_thread(source.open, "rb")
@@ -224,7 +233,7 @@ class S3Storage:
 
     async def open_chunks(self, key: str) -> AsyncIterator[bytes]:
         try:
-            answer = await self._call("read the image", self._client.get_object, Key=key)
+            answer = await self._call("read the image", self._client.get_object, Key=_checked(key))
         except ClientError as exc:
             if _is_missing(exc):
                 raise NotFound("Image not found") from exc
@@ -233,7 +242,7 @@ class S3Storage:
 
     async def exists(self, key: str) -> bool:
         try:
-            await self._call("look up the image", self._client.head_object, Key=key)
+            await self._call("look up the image", self._client.head_object, Key=_checked(key))
         except ClientError as exc:
             if _is_missing(exc):
                 return False
@@ -242,7 +251,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         try:
-            await self._call("delete the image", self._client.delete_object, Key=key)
+            await self._call("delete the image", self._client.delete_object, Key=_checked(key))
         except ClientError as exc:
             if not _is_missing(exc):  # absent keys (and buckets) are fine
                 raise _translate(exc, "delete the image") from exc

@@ -158,6 +158,48 @@ def test_a_cancelled_multipart_upload_leaves_no_parts(
     assert pending == [] and stored is False
 
 
+def test_uploads_abandoned_by_a_dead_process_are_aborted_at_the_next_start(
+    s3_server: S3Server, make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """moto dates every multipart upload in 2010, so here it is always older than the hour after
+    which an upload counts as abandoned (a younger one, possibly another replica's, is kept)."""
+    bucket = f"sweep-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    key = new_key("originals", "jpg")
+    s3_server.client().create_multipart_upload(Bucket=bucket, Key=key)  # a process died after this
+    settings = make_settings(
+        ImageSettings, "image_service", image_storage_dir=str(tmp_path), **s3_server.settings(bucket)
+    )
+
+    async def start_once() -> None:
+        storage = S3Storage(settings)
+        await storage.open()
+        await storage.close()
+
+    asyncio.run(start_once())
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_only_server_made_keys_reach_the_store(
+    s3_server: S3Server, make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = make_settings(ImageSettings, "image_service", image_storage_dir=str(tmp_path), **s3_server.settings())
+
+    async def attempt() -> None:
+        storage = S3Storage(settings)
+        await storage.open()
+        try:
+            for key in ("../originals/ab/x.jpg", "originals/ab/../../etc.jpg", "originals/ab/x.exe"):
+                with pytest.raises(ValueError, match="not a storage key"):
+                    await storage.open_chunks(key)
+                with pytest.raises(ValueError, match="not a storage key"):
+                    await storage.delete(key)
+        finally:
+            await storage.close()
+
+    asyncio.run(attempt())
+
+
 def test_a_stopped_store_is_503_and_recovery_needs_no_restart(
     s3_app: Callable[..., TestClient], issue_token: Callable[..., str]
 ) -> None:
