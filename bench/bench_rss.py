@@ -36,12 +36,13 @@ SERVICES = ("user_service", "mobile_service", "llm_service", "image_service")
 IMPORTED_RSS = "import resource, sys, {module}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in KiB."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Vm")
-    )
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+def memory_kib(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``VmHWM`` (the peak), ``RssAnon`` (the process's own pages) and ``RssFile``
+    (mapped files: the interpreter and the extension modules' libraries, shared with every other
+    process that maps them) of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if line.startswith(("Vm", "Rss")))
+    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
 
 
 def imported_kib(service: str) -> int:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                 start_service("mobile_service", env.with_urls(user_service=users, llm_service=llm)) as mobile,
             ):
                 servers = dict(zip(SERVICES, (users, mobile, llm, images), strict=True))
-                started = {name: memory_kib(s.proc.pid)[0] for name, s in servers.items()}
+                started = {name: memory_kib(s.proc.pid)["VmRSS"] for name, s in servers.items()}
                 name = f"bench_{uuid.uuid4().hex[:8]}"
                 user = http_json("POST", f"{users.url}/api/v1/auth/register", {"username": name, "password": PASSWORD})
                 tokens = http_json("POST", f"{users.url}/api/v1/auth/login", {"username": name, "password": PASSWORD})
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> None:
                 after = {name: memory_kib(s.proc.pid) for name, s in servers.items()}
     print(f"\nRSS in MB on {args.database} (after {args.traffic:g} s of wrk -c32 per endpoint, {args.idle:g} s idle):")
     print(
-        "| service | imported only | serving, before traffic | idle after traffic | peak |\n|---|---:|---:|---:|---:|"
+        "| service | imported only | serving, before traffic | idle after traffic | of it: own / mapped files | peak |"
     )
+    print("|---|---:|---:|---:|---:|---:|")
     for service in SERVICES:
-        rss, peak = after[service]
-        imported = imported_kib(service)
+        memory, mb = after[service], lambda kib: f"{kib / 1024:.0f}"
         print(
-            f"| {service} | {imported / 1024:.0f} | {started[service] / 1024:.0f} | {rss / 1024:.0f} | {peak / 1024:.0f} |"
+            f"| {service} | {mb(imported_kib(service))} | {mb(started[service])} | {mb(memory['VmRSS'])} "
+            f"| {mb(memory['RssAnon'])} / {mb(memory['RssFile'])} | {mb(memory['VmHWM'])} |"
         )
 
 

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # Process: the garbage collector's first threshold in a served process (0 keeps Python's 700;
     # see ``common.app_factory.tune_garbage_collector``).
     gc_gen0_threshold: int = Field(default=20_000, ge=0)
+    # glibc: blocks from this size up are given back to the system when freed (0 keeps glibc's
+    # rising threshold; see ``common.app_factory.tune_malloc``).
+    malloc_mmap_threshold_bytes: int = Field(default=1_048_576, ge=0, le=33_554_432)
 
     version: str = Field(default="0.1.0")
 

@@ -4,10 +4,12 @@ access-log line per request, /health, /ready, /metrics, and ServiceClient failur
 from __future__ import annotations
 
 import logging
+import platform
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -280,3 +282,35 @@ def test_served_processes_freeze_the_start_up_heap_and_raise_the_gc_threshold() 
     result = subprocess.run([sys.executable, "-c", GC_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+MALLOC_PROBE = """
+import sys
+from common.app_factory import tune_malloc
+
+def anon_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon"))
+
+assert tune_malloc(0) is False
+if sys.argv[1] == "tuned":
+    assert tune_malloc(1 << 20) is True
+before = anon_kib()
+for _ in range(3):  # glibc raises its own threshold after the first large free
+    block = b"x" * (20 << 20)
+    del block
+print(anon_kib() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/status").exists(), reason="glibc only")
+def test_served_processes_give_large_freed_blocks_back_to_the_system() -> None:
+    def kept_kib(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", MALLOC_PROBE, mode], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+
+    assert kept_kib("default") > 15 * 1024  # the freed 20 MiB stayed resident
+    assert kept_kib("tuned") < 5 * 1024
