@@ -19,6 +19,8 @@ import random
 import statistics
 import sys
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bench.bench_records import create_tables, fill_records
@@ -41,6 +43,7 @@ class Row:
     rps: float
     ratio: float
     errors: int
+    kinds: dict[str, int]  # what the errors were (wrk's non-2xx and socket error counts)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,11 @@ def measure(database: str, args: argparse.Namespace) -> tuple[Row, list[Row]]:
             targets = _targets(mobile, record_ids[0], {"Authorization": f"Bearer {tokens['access_token']}"})
             rounds = [_round(base, targets, args) for _ in range(args.rounds)]
     baseline = Row(
-        "raw ASGI baseline", statistics.median(b.rps for b, _ in rounds), 1.0, sum(b.errors for b, _ in rounds)
+        "raw ASGI baseline",
+        statistics.median(b.rps for b, _ in rounds),
+        1.0,
+        sum(b.errors for b, _ in rounds),
+        _kinds(b for b, _ in rounds),
     )
     rows = []
     for i, target in enumerate(targets):
@@ -92,9 +99,17 @@ def measure(database: str, args: argparse.Namespace) -> tuple[Row, list[Row]]:
                 statistics.median(r.rps for r, _ in results),
                 statistics.median(r.rps / b.rps if b.rps else 0.0 for r, b in results),
                 sum(r.errors for r, _ in results),
+                _kinds(r for r, _ in results),
             )
         )
     return baseline, rows
+
+
+def _kinds(results: Iterable[Result]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for result in results:
+        total.update(result.statuses)
+    return dict(total)
 
 
 def print_hot_paths(measured: dict[str, tuple[Row, list[Row]]], out: object = None) -> None:
@@ -110,7 +125,8 @@ def print_hot_paths(measured: dict[str, tuple[Row, list[Row]]], out: object = No
         for db in databases:
             row = measured[db][1][i]
             mark = "" if db not in goals else (" ✓" if row.ratio >= goals[db] else " ✗")
-            errors = f" ({row.errors} errors)" if row.errors else ""
+            kinds = ", ".join(f"{kind} {n}" for kind, n in row.kinds.items())
+            errors = f" ({row.errors} errors: {kinds})" if row.errors else ""
             cells.append(f"{row.rps:,.0f} · {row.ratio:.3f}{mark}{errors}")
         goal = ", ".join(f"{db} ≥ {value}" for db, value in goals.items())
         print(f"| {name} | " + " | ".join(cells) + f" | {goal} |", file=out)

@@ -499,10 +499,12 @@ def parse_wrk_output(name: str, url: str, connections: int, text: str) -> Result
     p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errors = int(non_2xx.group(1)) if non_2xx else 0
+    statuses = {"non-2xx/3xx": int(non_2xx.group(1))} if non_2xx else {}
     if socket_errors:
-        errors += sum(int(g) for g in socket_errors.groups())
-    statuses = {"non-2xx/3xx or socket error": errors} if errors else {}
+        kinds = ("connect", "read", "write", "timeout")
+        statuses.update({f"socket {kind}": int(n) for kind, n in zip(kinds, socket_errors.groups(), strict=True)})
+    statuses = {kind: n for kind, n in statuses.items() if n}
+    errors = sum(statuses.values())
     return Result(
         name,
         url,

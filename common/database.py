@@ -317,6 +317,10 @@ class QuickReader:
         self._pool_size = pool_size
         self._pool: Any = None  # asyncpg.Pool, opened by the first read
         self._pool_lock = asyncio.Lock()
+        # Readers queue here, in arrival order, so the pool never has a waiter: asyncpg's pool
+        # lets a task that just released a connection take it again before the task woken for
+        # it runs, and under load a few readers waited seconds (bench/README.md, issue 15).
+        self._turns = asyncio.Semaphore(pool_size)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -396,12 +400,13 @@ class QuickReader:
         """PostgreSQL: one round trip on the quick pool; once more on a fresh connection when
         the server dropped this one (a read is safe to repeat)."""
         pool = self._pool or await self._open_pool()
-        try:
-            return await pool.fetch(sql, *values)
-        except _pg_connection_lost() as exc:
-            logger.warning("quick read: connection lost (%s), retrying on a new one", type(exc).__name__)
-            await pool.expire_connections()  # the others went with it (a restart): replace them all
-            return await pool.fetch(sql, *values)
+        async with self._turns:
+            try:
+                return await pool.fetch(sql, *values)
+            except _pg_connection_lost() as exc:
+                logger.warning("quick read: connection lost (%s), retrying on a new one", type(exc).__name__)
+                await pool.expire_connections()  # the others went with it (a restart): replace them all
+                return await pool.fetch(sql, *values)
 
     async def _open_pool(self) -> Any:
         import asyncpg
