@@ -258,6 +258,8 @@ def build_engine(url: str, *, inline_reads: bool = True, **kwargs: Any) -> Async
 
     ``inline_reads`` (SQLite only): quick reads run on the event loop (see ``InlineReadConnection``).
     """
+    # JSON columns (lists of strings) decoded by orjson: a fifth of json.loads' time.
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:

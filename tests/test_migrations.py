@@ -286,3 +286,49 @@ def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
     assert _inspect(url, schema_differences) != []
     asyncio.run(_create_all())  # what every service does at start on SQLite
     assert _inspect(url, schema_differences) == [], REGENERATE_HINT
+
+
+def _index_columns(conn: Any) -> dict[str, list[str]]:
+    return {index["name"]: index["column_names"] for index in inspect(conn).get_indexes("records")}
+
+
+def test_revision_0005_puts_id_at_the_end_of_the_listing_indexes_and_back(empty_database: str) -> None:
+    from alembic import command
+
+    from common.migrations import _run_locked, alembic_config
+
+    upgrade_to_head(empty_database)
+    indexes = _inspect(empty_database, _index_columns)
+    assert indexes["ix_records_owner_updated"] == ["owner_id", "deleted_at", "updated_at", "id"]
+    assert indexes["ix_records_owner_pinned_updated"] == ["owner_id", "pinned", "updated_at", "id"]
+    asyncio.run(_run_locked(empty_database, lambda conn: command.downgrade(alembic_config(conn), "0004")))
+    indexes = _inspect(empty_database, _index_columns)
+    assert indexes["ix_records_owner_updated"] == ["owner_id", "deleted_at", "updated_at"]
+    assert indexes["ix_records_owner_pinned_updated"] == ["owner_id", "pinned", "updated_at"]
+
+
+def test_a_sqlite_file_made_before_revision_0005_gets_its_listing_indexes_at_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('listing-indexes') / 'app.db'}"
+
+    async def _create_all() -> None:
+        db = Database(url)
+        try:
+            await db.create_all()
+        finally:
+            await db.dispose()
+
+    asyncio.run(_create_all())
+
+    def make_it_old(conn: Any) -> None:
+        conn.execute(text("DROP INDEX ix_records_owner_updated"))
+        conn.execute(text("CREATE INDEX ix_records_owner_updated ON records (owner_id, deleted_at, updated_at)"))
+
+    from common.migrations import _run_locked
+
+    asyncio.run(_run_locked(url, make_it_old))
+    assert _inspect(url, schema_differences) != []
+    asyncio.run(_create_all())  # what every service does at start on SQLite
+    assert _inspect(url, schema_differences) == [], REGENERATE_HINT
+    assert _inspect(url, _index_columns)["ix_records_owner_updated"][-1] == "id"
