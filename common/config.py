@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     secret_key: str = "change-me"
     database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'app.db'}"
     # PostgreSQL: connections per process for the hot reads (``common.database.QuickReader``),
-    # besides the engine's pool.
-    database_quick_pool_size: int = Field(default=4, ge=1, le=100)
+    # besides the engine's pool; opened as concurrency needs them, closed after 5 idle minutes.
+    database_quick_pool_size: int = Field(default=16, ge=1, le=100)
     redis_url: str = "redis://127.0.0.1:6379/0"
     cors_origins: str = ""
     log_level: str = "INFO"

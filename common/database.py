@@ -55,9 +55,10 @@ _SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _INLINE_SLOW_SQL_MAX = 2048
 logger = logging.getLogger(__name__)
 PG_SCHEMA_LOCK_ID = 0x5EC0_2D01
-# Connections of the quick-read pool on PostgreSQL, per process (DATABASE_QUICK_POOL_SIZE): a
-# read holds one for a single round trip, so a few serve a whole event loop.
-QUICK_PG_POOL_SIZE = 4
+# Connections of the quick-read pool on PostgreSQL, per process (DATABASE_QUICK_POOL_SIZE). A read
+# holds one for a round trip plus the wait until the busy event loop reads the answer: at 32
+# requests in flight, 4 connections capped a record read at ~1,400 req/s, 16 gave ~1,750.
+QUICK_PG_POOL_SIZE = 16
 
 
 async def end_read(session: AsyncSession) -> None:
