@@ -1,9 +1,10 @@
 """common.pagination: the bounded Offset/Limit query types (huge offsets are a 422, never a 500),
-the page shape and its ``has_more``."""
+the page shape and its ``has_more``, and ``page_json`` writing that shape as pydantic does."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from common.app_factory import create_app
-from common.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Limit, Offset, Page, page_of
+from common.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Limit, Offset, Page, page_json, page_of
 
 TOTAL = 7
 
@@ -102,3 +103,43 @@ def test_the_openapi_schema_states_the_bounds(client: TestClient) -> None:
     }
     assert params["offset"]["minimum"] == 0 and params["offset"]["maximum"] == MAX_OFFSET
     assert params["limit"]["minimum"] == 1 and params["limit"]["maximum"] == MAX_LIMIT
+
+
+class Note(BaseModel):
+    id: str
+    title: str
+    tags: list[str]
+    pinned: bool
+    slug: str | None
+    version: int
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+def test_page_json_writes_the_bytes_pydantic_writes_for_the_same_page() -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "id": "a",
+            "title": 'Café 会议 "quoted" </script> \\ \n tab\t',
+            "tags": ["x", "日记"],
+            "pinned": True,
+            "slug": None,
+            "version": 3,
+            "created_at": datetime(2026, 12, 1, 9, 30, 0, 123456, tzinfo=UTC),
+            "deleted_at": None,
+        },
+        {
+            "id": "b",
+            "title": "",
+            "tags": [],
+            "pinned": False,
+            "slug": "b-slug",
+            "version": 2**40,
+            "created_at": datetime(2026, 12, 1, 9, 30, tzinfo=UTC),  # no microseconds
+            "deleted_at": datetime(2026, 12, 2, 0, 0, 0, 1, tzinfo=UTC),
+        },
+    ]
+    for offset, limit, total in ((0, 2, 5), (3, 2, 5), (0, 20, 2)):
+        expected = page_of([Note.model_validate(row) for row in rows], total, offset, limit).model_dump_json()
+        assert page_json(rows, total, offset, limit) == expected.encode()
+    assert page_json([], 0, 0, 20) == page_of([], 0, 0, 20).model_dump_json().encode()

@@ -10,7 +10,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from common.deps import CurrentUser, DatabaseDep, SessionDep
 from common.errors import BadRequest, PayloadTooLarge
-from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_of
+from common.pagination import DEFAULT_LIMIT, Limit, Offset, Page, page_json, page_of
 from mobile_service.app import ai_actions, crud, records, revisions, semantic, sync
 from mobile_service.app.deps import HistoryPolicyDep, LlmServiceDep, MobileSettingsDep
 from mobile_service.app.schemas import (
@@ -127,26 +127,27 @@ async def list_records(
 ) -> Response:
     filters = crud.ListFilters(owner_id=user.id, tag=tag, pinned=pinned)
     if not (q and q.strip()):
+        # The home screen's hot path: rows of the response's fields, written as JSON once.
         page = await crud.list_page(db, filters, offset=offset, limit=limit, sort=sort)
-    else:
-        # A session only for a search: the plain list (the home screen) needs none.
-        async with db.session() as session:
-            if mode != "keyword":
-                page = await semantic.search(
-                    session,
-                    llm,
-                    user,
-                    filters,
-                    q.strip(),
-                    mode,
-                    offset=offset,
-                    limit=limit,
-                    timeout=settings.ai_timeout_seconds,
-                )
-            else:
-                page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
-    # The home screen's hot path: the items are validated models already, so the page is
-    # serialised once, here, not validated a second time against the response model.
+        return Response(page_json(page["data"], page["total_count"], offset, limit), media_type="application/json")
+    # A session only for a search: the plain list (the home screen) needs none.
+    async with db.session() as session:
+        if mode != "keyword":
+            page = await semantic.search(
+                session,
+                llm,
+                user,
+                filters,
+                q.strip(),
+                mode,
+                offset=offset,
+                limit=limit,
+                timeout=settings.ai_timeout_seconds,
+            )
+        else:
+            page = await crud.search_page(session, filters, q.strip(), offset=offset, limit=limit)
+    # The items are validated models already: the page is serialised once, here, not validated
+    # a second time against the response model.
     body = page_of(page["data"], page["total_count"], offset, limit).model_dump_json()
     return Response(body, media_type="application/json")
 

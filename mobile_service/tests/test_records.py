@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mobile_service.app.schemas import RecordRead
 from mobile_service.main import build_app
 from mobile_service.tests.conftest import RunningProcess
 from mobile_service.tests.records_api import assert_error, create
@@ -189,6 +190,24 @@ def test_list_pages_filters_and_sorts(mobile_client: TestClient, auth_headers: H
     assert [r["id"] for r in pinned["data"]] == [made[3]["id"]]
     by_title = mobile_client.get("/api/v1/records", params={"sort": "title"}, headers=user).json()
     assert [r["title"] for r in by_title["data"]] == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_a_listed_record_is_exactly_the_record_read_by_id(mobile_client: TestClient, auth_headers: Headers) -> None:
+    """The list writes its JSON from the rows without building models (common.pagination.page_json):
+    each item must still be what GET /records/{id} answers, field for field, byte for byte."""
+    user = auth_headers(str(uuid.uuid4()))
+    create(mobile_client, user, title="Plain", content="text")
+    create(mobile_client, user, title='会议 "notes" </script>', content="- [ ] 日记\n\ttab", tags=["Work", "日记"])
+    response = mobile_client.get("/api/v1/records", headers=user)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    listed = response.json()["data"]
+    assert len(listed) == 2
+    for item in listed:
+        read = mobile_client.get(f"/api/v1/records/{item['id']}", headers=user)
+        assert read.status_code == 200
+        assert item == read.json()
+        assert set(item) == set(RecordRead.model_fields)
+        assert item["created_at"].endswith("Z") and item["deleted_at"] is None
 
 
 def test_every_list_page_states_the_total_of_the_callers_live_records(

@@ -69,5 +69,5 @@ async def test_records_of_one_instant_page_by_id_each_once(db: Database) -> None
     for offset in (0, 20, 40):
         page = await crud.list_page(db, filters, offset=offset, limit=20, sort="-updated_at")
         assert page["total_count"] == 45
-        seen += [record.id for record in page["data"]]
+        seen += [row["id"] for row in page["data"]]
     assert seen == sorted(ids, reverse=True)
