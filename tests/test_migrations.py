@@ -62,6 +62,19 @@ def _inspect(url: str, fn: Callable[[Any], Any]) -> Any:
     return asyncio.run(_run())
 
 
+def _create_all(url: str) -> None:
+    """What every service does at start on SQLite (and the launcher once on either database)."""
+
+    async def _run() -> None:
+        db = Database(url)
+        try:
+            await db.create_all()
+        finally:
+            await db.dispose()
+
+    asyncio.run(_run())
+
+
 def _tables(url: str) -> set[str]:
     return _inspect(url, lambda conn: set(inspect(conn).get_table_names()))
 
@@ -103,15 +116,8 @@ def test_migrated_database_has_the_same_objects_as_create_all(
     else:
         reference = reachable_postgres.create_database()
 
-    async def _create_all() -> None:
-        db = Database(reference)
-        try:
-            await db.create_all()
-        finally:
-            await db.dispose()
-
     try:
-        asyncio.run(_create_all())
+        _create_all(reference)
         upgrade_to_head(empty_database)
         assert _inspect(empty_database, _catalog) == _inspect(reference, _catalog), REGENERATE_HINT
     finally:
@@ -127,14 +133,8 @@ def test_upgrade_twice_and_concurrently_is_harmless(empty_database: str) -> None
 
 
 def test_database_made_by_create_all_is_adopted_at_head(empty_database: str) -> None:
-    async def _create_all() -> None:
-        db = Database(empty_database)
-        try:
-            await db.create_all()
-        finally:
-            await db.dispose()
 
-    asyncio.run(_create_all())
+    _create_all(empty_database)
     assert current_revision(empty_database) is None
     upgrade_to_head(empty_database)
     assert current_revision(empty_database) == head_revision()
@@ -265,14 +265,7 @@ def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('history-columns') / 'app.db'}"
 
-    async def _create_all() -> None:
-        db = Database(url)
-        try:
-            await db.create_all()
-        finally:
-            await db.dispose()
-
-    asyncio.run(_create_all())
+    _create_all(url)
 
     def make_it_old(conn: Any) -> None:
         conn.execute(text("DROP INDEX ix_records_tombstones"))
@@ -284,7 +277,7 @@ def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
 
     asyncio.run(_run_locked(url, make_it_old))
     assert _inspect(url, schema_differences) != []
-    asyncio.run(_create_all())  # what every service does at start on SQLite
+    _create_all(url)  # what every service does at start on SQLite
     assert _inspect(url, schema_differences) == [], REGENERATE_HINT
 
 
@@ -312,14 +305,7 @@ def test_a_sqlite_file_made_before_revision_0005_gets_its_listing_indexes_at_sta
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('listing-indexes') / 'app.db'}"
 
-    async def _create_all() -> None:
-        db = Database(url)
-        try:
-            await db.create_all()
-        finally:
-            await db.dispose()
-
-    asyncio.run(_create_all())
+    _create_all(url)
 
     def make_it_old(conn: Any) -> None:
         conn.execute(text("DROP INDEX ix_records_owner_updated"))
@@ -329,6 +315,6 @@ def test_a_sqlite_file_made_before_revision_0005_gets_its_listing_indexes_at_sta
 
     asyncio.run(_run_locked(url, make_it_old))
     assert _inspect(url, schema_differences) != []
-    asyncio.run(_create_all())  # what every service does at start on SQLite
+    _create_all(url)  # what every service does at start on SQLite
     assert _inspect(url, schema_differences) == [], REGENERATE_HINT
     assert _inspect(url, _index_columns)["ix_records_owner_updated"][-1] == "id"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,11 +19,8 @@ from common.models.user import User
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    await database.create_all()
-    yield database
-    await database.dispose()
+def db(sqlite_database: Database) -> Database:
+    return sqlite_database
 
 
 def _user_fields(name: str) -> dict[str, object]:

@@ -5,9 +5,7 @@ come back newest first, then by id descending, each once across the pages."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
@@ -15,14 +13,6 @@ from sqlalchemy import insert
 from common.database import Database
 from common.models.record import Record
 from mobile_service.app import crud
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    await database.create_all()
-    yield database
-    await database.dispose()
 
 
 async def _seed_one_instant(db: Database, owner: str, count: int) -> list[str]:
@@ -49,7 +39,8 @@ async def _seed_one_instant(db: Database, owner: str, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("pinned", [False, True])
-async def test_a_page_is_read_in_index_order_without_a_sort(db: Database, pinned: bool) -> None:
+async def test_a_page_is_read_in_index_order_without_a_sort(sqlite_database: Database, pinned: bool) -> None:
+    db = sqlite_database
     statement = crud._live_page_statement("-updated_at", pinned, tagged=False)()
     sql = str(statement.compile(dialect=db.engine.dialect))
     params = ["owner", *(["1"] if pinned else []), "owner", *(["1"] if pinned else []), 20, 0]
@@ -60,7 +51,8 @@ async def test_a_page_is_read_in_index_order_without_a_sort(db: Database, pinned
     assert any("ix_records_owner" in step for step in steps), steps
 
 
-async def test_records_of_one_instant_page_by_id_each_once(db: Database) -> None:
+async def test_records_of_one_instant_page_by_id_each_once(sqlite_database: Database) -> None:
+    db = sqlite_database
     owner, other = str(uuid.uuid4()), str(uuid.uuid4())
     ids = await _seed_one_instant(db, owner, 45)
     await _seed_one_instant(db, other, 5)
