@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from image_service.app.config import ImageSettings
 
 KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f-]{36}\.(jpg|png|webp|gif)$")
-READ_CHUNK_BYTES = 64 * 1024
+READ_CHUNK_BYTES = 256 * 1024  # a thread hop per chunk on disk: 64 KiB read 1 MB images 20 % slower
 STALE_TEMP_SECONDS = 3600
 
 
