@@ -260,25 +260,33 @@ def test_revision_0004_adds_record_history_beside_existing_records_and_back(empt
     assert _inspect(empty_database, lambda conn: conn.execute(text("SELECT count(*) FROM records")).scalar_one()) == 1
 
 
-def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('history-columns') / 'app.db'}"
+def _made_old_then_started(url: str, *old_statements: str) -> None:
+    """A SQLite file made by ``create_all``, turned back into an older schema by
+    ``old_statements``, then started on as every service does: it must equal the models again."""
+    from common.migrations import _run_locked
 
     _create_all(url)
 
     def make_it_old(conn: Any) -> None:
-        conn.execute(text("DROP INDEX ix_records_tombstones"))
-        conn.execute(text("ALTER TABLE records DROP COLUMN text_version"))
-        conn.execute(text("ALTER TABLE records DROP COLUMN device"))
-        conn.execute(text("ALTER TABLE record_change_counters DROP COLUMN purged_seq"))
-
-    from common.migrations import _run_locked
+        for statement in old_statements:
+            conn.execute(text(statement))
 
     asyncio.run(_run_locked(url, make_it_old))
     assert _inspect(url, schema_differences) != []
     _create_all(url)  # what every service does at start on SQLite
     assert _inspect(url, schema_differences) == [], REGENERATE_HINT
+
+
+def test_a_sqlite_file_made_before_record_history_gets_its_columns_at_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    _made_old_then_started(
+        f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('history-columns') / 'app.db'}",
+        "DROP INDEX ix_records_tombstones",
+        "ALTER TABLE records DROP COLUMN text_version",
+        "ALTER TABLE records DROP COLUMN device",
+        "ALTER TABLE record_change_counters DROP COLUMN purged_seq",
+    )
 
 
 def _index_columns(conn: Any) -> dict[str, list[str]]:
@@ -304,17 +312,13 @@ def test_a_sqlite_file_made_before_revision_0005_gets_its_listing_indexes_at_sta
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('listing-indexes') / 'app.db'}"
-
-    _create_all(url)
-
-    def make_it_old(conn: Any) -> None:
-        conn.execute(text("DROP INDEX ix_records_owner_updated"))
-        conn.execute(text("CREATE INDEX ix_records_owner_updated ON records (owner_id, deleted_at, updated_at)"))
-
-    from common.migrations import _run_locked
-
-    asyncio.run(_run_locked(url, make_it_old))
-    assert _inspect(url, schema_differences) != []
-    _create_all(url)  # what every service does at start on SQLite
-    assert _inspect(url, schema_differences) == [], REGENERATE_HINT
-    assert _inspect(url, _index_columns)["ix_records_owner_updated"][-1] == "id"
+    _made_old_then_started(
+        url,
+        "DROP INDEX ix_records_owner_updated",
+        "CREATE INDEX ix_records_owner_updated ON records (owner_id, deleted_at, updated_at)",
+        "DROP INDEX ix_records_owner_pinned_updated",
+        "CREATE INDEX ix_records_owner_pinned_updated ON records (owner_id, pinned, updated_at)",
+    )
+    indexes = _inspect(url, _index_columns)
+    assert indexes["ix_records_owner_updated"] == ["owner_id", "deleted_at", "updated_at", "id"]
+    assert indexes["ix_records_owner_pinned_updated"] == ["owner_id", "pinned", "updated_at", "id"]

@@ -44,11 +44,6 @@ VISIBILITY_PRIVATE = "private"
 VISIBILITY_PUBLIC = "public"
 
 
-# The records list's indexes (``mobile_service.app.crud``: owner, live, newest first, then id).
-LISTING_INDEX_COLUMNS = ("owner_id", "deleted_at", "updated_at", "id")
-PINNED_LISTING_INDEX_COLUMNS = ("owner_id", "pinned", "updated_at", "id")
-
-
 class Record(TimestampMixin, Base):
     __tablename__ = "records"
 
@@ -72,8 +67,8 @@ class Record(TimestampMixin, Base):
         # ties broken by id, all in the index (without ``id``, records written at the same instant,
         # an import's, were sorted on every page: migration 0005).
         Index("ix_records_owner_change_seq", "owner_id", "change_seq", unique=True),
-        Index("ix_records_owner_updated", *LISTING_INDEX_COLUMNS),
-        Index("ix_records_owner_pinned_updated", *PINNED_LISTING_INDEX_COLUMNS),
+        Index("ix_records_owner_updated", "owner_id", "deleted_at", "updated_at", "id"),
+        Index("ix_records_owner_pinned_updated", "owner_id", "pinned", "updated_at", "id"),
         # The purge's scan for old tombstones: only tombstones are in it.
         Index(
             "ix_records_tombstones",
@@ -288,18 +283,21 @@ def upgrade_sqlite_history_columns(connection: Any) -> bool:
 SQLITE_SCHEMA_UPGRADES.append(upgrade_sqlite_history_columns)
 
 
+# Indexes whose columns migration 0005 changed (the records list's: ``id`` last).
+_SQLITE_LISTING_INDEXES = ("ix_records_owner_updated", "ix_records_owner_pinned_updated")
+
+
 def upgrade_sqlite_listing_indexes(connection: Any) -> bool:
-    """Give the records list's indexes their ``id`` column (migration 0005) on a SQLite database
-    made before it (a no-op on an up-to-date one). True when it changed something."""
+    """Rebuild the records list's indexes as the model defines them on a SQLite database made
+    before migration 0005 (a no-op on an up-to-date one). True when it changed something."""
     changed = False
-    for name, columns in (
-        ("ix_records_owner_updated", LISTING_INDEX_COLUMNS),
-        ("ix_records_owner_pinned_updated", PINNED_LISTING_INDEX_COLUMNS),
-    ):
-        present = tuple(row[2] for row in connection.execute(text(f"PRAGMA index_info({name})")))
-        if present and present != columns:
-            connection.execute(text(f"DROP INDEX {name}"))
-            connection.execute(text(f"CREATE INDEX {name} ON records ({', '.join(columns)})"))
+    for index in Record.__table__.indexes:
+        if index.name not in _SQLITE_LISTING_INDEXES:
+            continue
+        present = [row[2] for row in connection.execute(text(f"PRAGMA index_info({index.name})"))]
+        if present and present != [column.name for column in index.columns]:
+            index.drop(connection)
+            index.create(connection)
             changed = True
     return changed
 

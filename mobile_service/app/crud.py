@@ -54,7 +54,6 @@ from common.record_index import store as index_store
 from mobile_service.app.schemas import RecordRead
 
 crud_records: FastCRUD[Record, Any, Any, Any, Any, RecordRead] = FastCRUD(Record)
-# A page of rows validated in one call (the extra count column is ignored).
 
 SORTABLE = {"updated_at", "created_at", "title"}
 TRIGRAM = 3  # FTS5's trigram tokenizer needs at least three characters per term
